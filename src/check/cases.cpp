@@ -1,0 +1,724 @@
+// SPDX-License-Identifier: Apache-2.0
+// The generic case driver: inputs with guard regions and poisoned gaps, backend vs oracle,
+// NaN/Inf agreement, determinism. Tolerances are stated once, in tolerance_for().
+#include "check/cases.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <sstream>
+
+#include "core/problem.hpp"
+#include "longattn/error.hpp"
+#include "reference/reference.hpp"
+
+namespace longattn::check {
+namespace {
+
+constexpr unsigned char kSentinel = 0xA5;
+constexpr std::int64_t kGuardBytes = 256;
+
+/// Host memory for one tensor view, with guard bytes before and after the span.
+struct Buf {
+  std::vector<unsigned char> mem;
+  TensorView view;
+  std::vector<std::int64_t> offsets;  // element offsets of the view, canonical order
+
+  static Buf make(DType dtype, std::vector<std::int64_t> shape, std::vector<std::int64_t> strides) {
+    Buf b;
+    b.view.dtype = dtype;
+    b.view.rank = static_cast<int>(shape.size());
+    std::int64_t span = 1;
+    bool empty = false;
+    for (std::size_t i = 0; i < shape.size(); ++i) {
+      b.view.shape[i] = shape[i];
+      b.view.strides[i] = strides[i];
+      span += (shape[i] - 1) * strides[i];
+      empty |= shape[i] == 0;
+    }
+    if (empty) span = 0;
+    const auto esize = static_cast<std::int64_t>(dtype_size(dtype));
+    b.mem.assign(static_cast<std::size_t>(2 * kGuardBytes + span * esize), kSentinel);
+    b.view.data = b.mem.data() + kGuardBytes;
+    // Enumerate view offsets (rank <= 4).
+    std::vector<std::int64_t> idx(shape.size(), 0);
+    if (!empty) {
+      while (true) {
+        std::int64_t off = 0;
+        for (std::size_t i = 0; i < shape.size(); ++i) off += idx[i] * strides[i];
+        b.offsets.push_back(off);
+        int d = static_cast<int>(shape.size()) - 1;
+        while (d >= 0 && ++idx[static_cast<std::size_t>(d)] == shape[static_cast<std::size_t>(d)]) {
+          idx[static_cast<std::size_t>(d)] = 0;
+          --d;
+        }
+        if (d < 0) break;
+      }
+    }
+    return b;
+  }
+
+  static Buf contiguous(DType dtype, std::vector<std::int64_t> shape) {
+    std::vector<std::int64_t> strides(shape.size(), 1);
+    for (int i = static_cast<int>(shape.size()) - 2; i >= 0; --i) {
+      strides[static_cast<std::size_t>(i)] =
+          strides[static_cast<std::size_t>(i) + 1] *
+          std::max<std::int64_t>(shape[static_cast<std::size_t>(i) + 1], 1);
+    }
+    return make(dtype, std::move(shape), std::move(strides));
+  }
+
+  [[nodiscard]] std::int64_t span_elems() const {
+    return (static_cast<std::int64_t>(mem.size()) - 2 * kGuardBytes) /
+           static_cast<std::int64_t>(dtype_size(view.dtype));
+  }
+
+  /// Random values in [-1, 1] in the view; NaN in the gaps (reading them poisons the result).
+  void fill_random(std::mt19937_64& rng) {
+    std::uniform_real_distribution<float> dist(-1.0F, 1.0F);
+    for (std::int64_t e = 0; e < span_elems(); ++e) {
+      detail::store_from_float(view.data, view.dtype, e, std::numeric_limits<float>::quiet_NaN());
+    }
+    for (auto off : offsets) detail::store_from_float(view.data, view.dtype, off, dist(rng));
+  }
+
+  void fill_sentinel() { std::fill(mem.begin(), mem.end(), kSentinel); }
+
+  [[nodiscard]] double at(std::size_t i) const {
+    return detail::load_as_float(view.data, view.dtype, offsets[i]);
+  }
+  void set(std::size_t i, float value) {
+    detail::store_from_float(view.data, view.dtype, offsets[i], value);
+  }
+
+  /// True when every byte outside the view's elements still holds the sentinel.
+  [[nodiscard]] bool untouched_outside_view() const {
+    std::vector<unsigned char> inside(mem.size(), 0);
+    const auto esize = static_cast<std::int64_t>(dtype_size(view.dtype));
+    for (auto off : offsets) {
+      for (std::int64_t k = 0; k < esize; ++k)
+        inside[static_cast<std::size_t>(kGuardBytes + off * esize + k)] = 1;
+    }
+    for (std::size_t i = 0; i < mem.size(); ++i) {
+      if (inside[i] == 0 && mem[i] != kSentinel) return false;
+    }
+    return true;
+  }
+};
+
+struct Tolerance {
+  double rel_l2;
+  double abs_scale;  // max_abs bound = abs_scale * max|ref| (+ naive-dtype term)
+};
+
+Tolerance tolerance_for(DType dtype) {
+  if (dtype == DType::kF32) return {1e-5, 2e-5};
+  return {1e-2, 0.0};
+}
+
+/// Operand views of one case.
+struct Tensors {
+  Buf q, k, v, out, lse, dout, dq, dk, dv, dsink, sink_logits;
+  std::vector<std::int32_t> cu_q, cu_k;
+  TensorView cu_q_view, cu_k_view;
+};
+
+/// Shape and strides of a q-like (is_kv false) or kv-like operand under the case's layout.
+Buf make_operand_buf(const Case& c, DType dtype, bool is_kv) {
+  const std::int64_t h = is_kv ? c.hkv : c.hq;
+  const std::int64_t s = is_kv ? c.skv : c.sq;
+  const std::int64_t d = c.dim;
+  switch (c.layout) {
+    case Layout::kContiguous:
+      return Buf::contiguous(dtype, {c.batch, s, h, d});
+    case Layout::kHeadMajor:
+      return Buf::make(dtype, {c.batch, s, h, d}, {h * s * d, d, s * d, 1});
+    case Layout::kKvCache: {
+      if (!is_kv) return Buf::contiguous(dtype, {c.batch, s, h, d});
+      const std::int64_t cache = s + 37;
+      return Buf::make(dtype, {c.batch, s, h, d}, {cache * h * d, h * d, d, 1});
+    }
+    case Layout::kVarlen: {
+      std::int64_t total = 0;
+      for (auto n : (is_kv ? c.seqlens_k : c.seqlens_q)) total += n;
+      // Padded token stride: rows are not dense.
+      return Buf::make(dtype, {total, h, d}, {h * d + 16, d, 1});
+    }
+  }
+  return Buf::contiguous(dtype, {0});
+}
+
+AttentionOptions options_for(const Case& c, Tensors& t, Backend backend) {
+  AttentionOptions o;
+  o.scale = c.scale;
+  o.causal = c.causal;
+  o.window_left = c.window_left;
+  o.window_right = c.window_right;
+  o.num_sinks = c.num_sinks;
+  o.softcap = c.softcap;
+  o.score = c.score;
+  o.sigmoid_bias = c.sigmoid_bias;
+  o.mask = c.mask ? &*c.mask : nullptr;
+  o.backend = backend;
+  if (c.sink_logits) o.sink_logits = t.sink_logits.view;
+  if (c.layout == Layout::kVarlen) {
+    o.cu_seqlens_q = t.cu_q_view;
+    o.cu_seqlens_k = t.cu_k_view;
+  }
+  return o;
+}
+
+Metric compare(const std::string& name, const Buf& got, const Buf& ref, double bound,
+               double rel_l2_limit) {
+  Metric m;
+  m.name = name;
+  m.bound = bound;
+  double num = 0.0;
+  double den = 0.0;
+  for (std::size_t i = 0; i < got.offsets.size(); ++i) {
+    const double x = got.at(i);
+    const double r = ref.at(i);
+    if (!std::isfinite(r) || !std::isfinite(x)) {
+      const bool same = (std::isnan(r) && std::isnan(x)) || (std::isinf(r) && x == r);
+      m.nonfinite_ok &= same;
+      continue;
+    }
+    const double e = std::abs(x - r);
+    m.max_abs = std::max(m.max_abs, e);
+    num += e * e;
+    den += r * r;
+  }
+  m.rel_l2 = den > 0.0 ? std::sqrt(num / den) : std::sqrt(num);
+  m.passed = m.nonfinite_ok && m.rel_l2 <= rel_l2_limit && (bound <= 0.0 || m.max_abs <= bound);
+  return m;
+}
+
+double max_abs_of(const Buf& b) {
+  double m = 0.0;
+  for (std::size_t i = 0; i < b.offsets.size(); ++i) {
+    const double x = b.at(i);
+    if (std::isfinite(x)) m = std::max(m, std::abs(x));
+  }
+  return m;
+}
+
+/// Max |round_to(dtype, ref) - ref|: the error of merely storing the exact result in dtype.
+double storage_error(const Buf& ref, DType dtype) {
+  double m = 0.0;
+  for (std::size_t i = 0; i < ref.offsets.size(); ++i) {
+    const float r = static_cast<float>(ref.at(i));
+    if (!std::isfinite(r)) continue;
+    const float s = dtype == DType::kBF16 ? detail::bf16_to_float(detail::float_to_bf16(r))
+                                          : detail::f16_to_float(detail::float_to_f16(r));
+    m = std::max(m, static_cast<double>(std::abs(s - r)));
+  }
+  return m;
+}
+
+bool same_bytes(const Buf& a, const Buf& b) { return a.mem == b.mem; }
+
+}  // namespace
+
+double CaseResult::worst_rel_l2() const {
+  double w = 0.0;
+  for (const auto& m : metrics) w = std::max(w, m.rel_l2);
+  return w;
+}
+
+double CaseResult::worst_max_abs() const {
+  double w = 0.0;
+  for (const auto& m : metrics) w = std::max(w, m.max_abs);
+  return w;
+}
+
+std::string shape_string(const Case& c) {
+  std::ostringstream os;
+  os << "B=" << c.batch << " Hq=" << c.hq << " Hkv=" << c.hkv;
+  if (c.layout == Layout::kVarlen) {
+    os << " varlen(" << c.seqlens_q.size() << ")";
+  } else {
+    os << " Sq=" << c.sq << " Skv=" << c.skv;
+  }
+  os << " D=" << c.dim;
+  return os.str();
+}
+
+std::string mask_string(const Case& c) {
+  std::string s;
+  if (c.mask) {
+    s = pattern_name(c.mask->heads[0].kind);
+    if (c.mask->heads.size() > 1) s += "/per-head";
+  }
+  if (c.causal) s += s.empty() ? "causal" : "+causal";
+  if (c.window_left >= 0 || c.window_right >= 0) {
+    s += (s.empty() ? "" : "+") + std::string("window(") + std::to_string(c.window_left) + "," +
+         std::to_string(c.window_right) + ")";
+  }
+  return s.empty() ? "-" : s;
+}
+
+CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
+  CaseResult res;
+  if (seed == 0) {
+    if (const char* env = std::getenv("LONGATTN_SEED"); env != nullptr) {
+      seed = std::strtoull(env, nullptr, 10);
+    } else {
+      seed = std::random_device{}() | (static_cast<std::uint64_t>(std::random_device{}()) << 32);
+    }
+  }
+  res.seed = seed;
+  std::mt19937_64 rng(seed);
+  const bool varlen = c.layout == Layout::kVarlen;
+  std::int64_t total_q = 0;
+  Tensors t;
+  t.q = make_operand_buf(c, c.dtype, false);
+  t.k = make_operand_buf(c, c.dtype, true);
+  t.v = make_operand_buf(c, c.dtype, true);
+  t.out = make_operand_buf(c, c.dtype, false);
+  if (varlen) {
+    t.cu_q.push_back(0);
+    t.cu_k.push_back(0);
+    for (std::size_t b = 0; b < c.seqlens_q.size(); ++b) {
+      t.cu_q.push_back(t.cu_q.back() + static_cast<std::int32_t>(c.seqlens_q[b]));
+      t.cu_k.push_back(t.cu_k.back() + static_cast<std::int32_t>(c.seqlens_k[b]));
+    }
+    total_q = t.cu_q.back();
+    t.cu_q_view = TensorView::contiguous(t.cu_q.data(), DType::kI32,
+                                         {static_cast<std::int64_t>(t.cu_q.size())});
+    t.cu_k_view = TensorView::contiguous(t.cu_k.data(), DType::kI32,
+                                         {static_cast<std::int64_t>(t.cu_k.size())});
+  }
+  const bool softmax = c.score == ScoreFn::kSoftmax;
+  auto make_lse = [&]() {
+    return varlen ? Buf::contiguous(DType::kF32, {c.hq, total_q})
+                  : Buf::contiguous(DType::kF32, {c.batch, c.hq, c.sq});
+  };
+  t.lse = make_lse();
+  t.q.fill_random(rng);
+  t.k.fill_random(rng);
+  t.v.fill_random(rng);
+  if (c.sink_logits) {
+    t.sink_logits = Buf::contiguous(DType::kF32, {c.hq});
+    t.sink_logits.fill_random(rng);
+  }
+  if (c.nonfinite && !t.q.offsets.empty() && !t.k.offsets.empty()) {
+    std::uniform_int_distribution<std::size_t> pick_q(0, t.q.offsets.size() - 1);
+    std::uniform_int_distribution<std::size_t> pick_k(0, t.k.offsets.size() - 1);
+    t.q.set(pick_q(rng), std::numeric_limits<float>::quiet_NaN());
+    t.k.set(pick_k(rng), std::numeric_limits<float>::infinity());
+    t.v.set(pick_k(rng), std::numeric_limits<float>::quiet_NaN());
+    t.v.set(pick_k(rng), -std::numeric_limits<float>::infinity());
+  }
+  const TensorView no_view{};
+  AttentionOptions opts = options_for(c, t, backend);
+  try {
+    // ---- forward on the backend (twice: determinism) ----
+    t.out.fill_sentinel();
+    t.lse.fill_sentinel();
+    const auto t0 = std::chrono::steady_clock::now();
+    attention_forward(t.q.view, t.k.view, t.v.view, t.out.view, softmax ? t.lse.view : no_view,
+                      opts);
+    res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    res.guards_ok &= t.out.untouched_outside_view() && t.lse.untouched_outside_view();
+    {
+      Buf out2 = make_operand_buf(c, c.dtype, false);
+      Buf lse2 = make_lse();
+      attention_forward(t.q.view, t.k.view, t.v.view, out2.view, softmax ? lse2.view : no_view,
+                        opts);
+      res.deterministic &= same_bytes(out2, t.out) && (!softmax || same_bytes(lse2, t.lse));
+    }
+
+    // ---- forward on the oracle, in fp32 buffers of the same geometry ----
+    Buf ref_out = make_operand_buf(c, DType::kF32, false);
+    Buf ref_lse = make_lse();
+    Buf naive_out = make_operand_buf(c, DType::kF32, false);
+    {
+      AttentionOptions ro = opts;
+      ro.backend = Backend::kReference;
+      detail::Problem p = detail::make_forward_problem(t.q.view, t.k.view, t.v.view, t.out.view,
+                                                       softmax ? ref_lse.view : no_view, ro);
+      std::vector<std::int64_t> cu(t.cu_q.begin(), t.cu_q.end());
+      p.out = detail::make_operand(ref_out.view, varlen, cu, p.batch);
+      detail::reference::forward(p);
+      if (c.dtype != DType::kF32 && !c.backward) {
+        p.out = detail::make_operand(naive_out.view, varlen, cu, p.batch);
+        p.lse = {};
+        detail::reference::forward(p, {true, c.dtype});
+      }
+    }
+    const Tolerance tol = tolerance_for(c.dtype);
+    if (!c.backward) {
+      double bound = tol.abs_scale * std::max(1.0, max_abs_of(ref_out));
+      if (c.dtype != DType::kF32) {
+        Metric naive = compare("naive", naive_out, ref_out, 0.0, 1e300);
+        bound = 2.0 * std::max(naive.max_abs, storage_error(ref_out, c.dtype)) + 1e-6;
+      }
+      res.metrics.push_back(compare("out", t.out, ref_out, bound, tol.rel_l2));
+      if (softmax)
+        res.metrics.push_back(
+            compare("lse", t.lse, ref_lse, 1e-4 * std::max(1.0, max_abs_of(ref_lse)), 1e-5));
+    } else {
+      // ---- backward: backend (twice) vs oracle ----
+      t.dout = make_operand_buf(c, c.dtype, false);
+      t.dout.fill_random(rng);
+      t.dq = make_operand_buf(c, c.dtype, false);
+      t.dk = make_operand_buf(c, c.dtype, true);
+      t.dv = make_operand_buf(c, c.dtype, true);
+      if (c.sink_logits) t.dsink = Buf::contiguous(DType::kF32, {c.hq});
+      auto run_bwd = [&](Tensors& o) {
+        o.dq.fill_sentinel();
+        o.dk.fill_sentinel();
+        o.dv.fill_sentinel();
+        o.dsink.fill_sentinel();
+        attention_backward(t.q.view, t.k.view, t.v.view, t.out.view, softmax ? t.lse.view : no_view,
+                           t.dout.view, o.dq.view, o.dk.view, o.dv.view,
+                           c.sink_logits ? o.dsink.view : no_view, opts);
+      };
+      run_bwd(t);
+      res.guards_ok &= t.dq.untouched_outside_view() && t.dk.untouched_outside_view() &&
+                       t.dv.untouched_outside_view();
+      {
+        Tensors again;
+        again.dq = make_operand_buf(c, c.dtype, false);
+        again.dk = make_operand_buf(c, c.dtype, true);
+        again.dv = make_operand_buf(c, c.dtype, true);
+        if (c.sink_logits) again.dsink = Buf::contiguous(DType::kF32, {c.hq});
+        run_bwd(again);
+        res.deterministic &= same_bytes(again.dq, t.dq) && same_bytes(again.dk, t.dk) &&
+                             same_bytes(again.dv, t.dv) && same_bytes(again.dsink, t.dsink);
+      }
+      Buf rdq = make_operand_buf(c, DType::kF32, false);
+      Buf rdk = make_operand_buf(c, DType::kF32, true);
+      Buf rdv = make_operand_buf(c, DType::kF32, true);
+      Buf rdsink = Buf::contiguous(DType::kF32, {c.hq});
+      {
+        AttentionOptions ro = opts;
+        ro.backend = Backend::kReference;
+        detail::Problem p = detail::make_backward_problem(
+            t.q.view, t.k.view, t.v.view, t.out.view, softmax ? t.lse.view : no_view, t.dout.view,
+            t.dq.view, t.dk.view, t.dv.view, c.sink_logits ? t.dsink.view : no_view, ro);
+        std::vector<std::int64_t> cq(t.cu_q.begin(), t.cu_q.end());
+        std::vector<std::int64_t> ck(t.cu_k.begin(), t.cu_k.end());
+        p.dq = detail::make_operand(rdq.view, varlen, cq, p.batch);
+        p.dk = detail::make_operand(rdk.view, varlen, ck, p.batch);
+        p.dv = detail::make_operand(rdv.view, varlen, ck, p.batch);
+        p.dsink = c.sink_logits ? static_cast<float*>(rdsink.view.data) : nullptr;
+        detail::reference::backward(p);
+      }
+      auto grad_metric = [&](const char* name, const Buf& got, const Buf& ref) {
+        double bound = tol.abs_scale * std::max(1.0, max_abs_of(ref));
+        if (c.dtype != DType::kF32)
+          bound = 2.0 * storage_error(ref, c.dtype) + 1e-4 * max_abs_of(ref) + 1e-6;
+        res.metrics.push_back(compare(name, got, ref, bound, tol.rel_l2));
+      };
+      grad_metric("dq", t.dq, rdq);
+      grad_metric("dk", t.dk, rdk);
+      grad_metric("dv", t.dv, rdv);
+      if (c.sink_logits) {
+        res.metrics.push_back(
+            compare("dsink", t.dsink, rdsink, 0.0, c.dtype == DType::kF32 ? 1e-4 : tol.rel_l2));
+      }
+    }
+  } catch (const std::exception& e) {
+    res.error = e.what();
+    res.passed = false;
+    return res;
+  }
+  res.passed = res.guards_ok && res.deterministic;
+  for (const auto& m : res.metrics) res.passed &= m.passed;
+  return res;
+}
+
+double case_flops(const Case& c) {
+  // Area over all (batch, head) pairs, from the oracle's element rule on a validated problem.
+  std::vector<std::int32_t> cq{0};
+  std::vector<std::int32_t> ck{0};
+  AttentionOptions o;
+  o.causal = c.causal;
+  o.window_left = c.window_left;
+  o.window_right = c.window_right;
+  o.num_sinks = c.num_sinks;
+  o.mask = c.mask ? &*c.mask : nullptr;
+  double area = 0.0;
+  const std::int64_t batches =
+      c.layout == Layout::kVarlen ? static_cast<std::int64_t>(c.seqlens_q.size()) : c.batch;
+  for (std::int64_t b = 0; b < batches; ++b) {
+    const std::int64_t sq =
+        c.layout == Layout::kVarlen ? c.seqlens_q[static_cast<std::size_t>(b)] : c.sq;
+    const std::int64_t skv =
+        c.layout == Layout::kVarlen ? c.seqlens_k[static_cast<std::size_t>(b)] : c.skv;
+    TensorView q = TensorView::contiguous(nullptr, DType::kF32, {1, sq, c.hq, 0});
+    TensorView k = TensorView::contiguous(nullptr, DType::kF32, {1, skv, c.hkv, 0});
+    const detail::Problem p = detail::make_forward_problem(q, k, k, q, {}, o);
+    for (std::int64_t h = 0; h < c.hq; ++h) {
+      for (std::int64_t i = 0; i < sq; ++i) {
+        for (std::int64_t j = 0; j < skv; ++j)
+          area += detail::reference::visible(p, 0, h, i, j) ? 1.0 : 0.0;
+      }
+    }
+  }
+  const double fwd = 4.0 * area * static_cast<double>(c.dim);
+  return c.backward ? 2.5 * fwd : fwd;
+}
+
+PatternSpec scaled_pattern(Pattern kind, std::int64_t s, std::int64_t window) {
+  PatternSpec p;
+  p.kind = kind;
+  p.window = window >= 0 ? window : std::max<std::int64_t>(1, s / 16);
+  p.block = std::max<std::int64_t>(1, s / 8);
+  p.prefix = s / 8;
+  p.stride =
+      std::max<std::int64_t>(2, static_cast<std::int64_t>(std::sqrt(static_cast<double>(s))));
+  p.summary = std::max<std::int64_t>(1, p.block / 8);
+  p.dilation = 2;
+  p.offset = 1 % p.stride;
+  if (kind == Pattern::kBigBird) {
+    p.block = std::max<std::int64_t>(1, s / 16);
+    p.global_blocks = 1;
+    p.window_blocks = 1;
+    p.random_blocks = 2;
+    p.seed = 7;
+  }
+  if (kind == Pattern::kDilatedSlidingWindow) p.window = std::max<std::int64_t>(1, s / 32);
+  return p;
+}
+
+std::vector<std::int64_t> scaled_documents(std::int64_t s, std::uint64_t seed) {
+  if (s <= 0) return {};
+  return random_documents(s, std::max<std::int64_t>(1, s / 64), std::max<std::int64_t>(1, s / 4),
+                          seed);
+}
+
+std::vector<Case> default_cases(bool quick) {
+  std::vector<Case> cases;
+  auto add = [&](Case c) { cases.push_back(std::move(c)); };
+  auto both = [&](Case c) {
+    add(c);
+    c.backward = true;
+    add(c);
+  };
+
+  // 1. Every pattern, self-attention and cross-attention, forward and backward.
+  for (Pattern pat : all_patterns()) {
+    for (const auto& [sq, skv] : {std::pair<std::int64_t, std::int64_t>{200, 200}, {130, 257}}) {
+      if (quick && sq != skv) continue;
+      Case c;
+      c.variant = "pattern";
+      c.batch = 1;
+      c.hq = 4;
+      c.hkv = 2;
+      c.sq = sq;
+      c.skv = skv;
+      c.dim = 64;
+      c.mask = MaskSpec::of(scaled_pattern(pat, skv, skv / 10));
+      if (pattern_uses_documents(pat)) c.mask->doc_lens = scaled_documents(skv);
+      both(c);
+    }
+  }
+  // 2. Options on their own and combined, with awkward lengths.
+  struct Opt {
+    const char* name;
+    void (*apply)(Case&);
+  };
+  const Opt opts[] = {
+      {"plain", [](Case&) {}},
+      {"causal", [](Case& c) { c.causal = true; }},
+      {"window",
+       [](Case& c) {
+         c.window_left = 17;
+         c.window_right = 5;
+       }},
+      {"sinks+window",
+       [](Case& c) {
+         c.causal = true;
+         c.window_left = 23;
+         c.window_right = 0;
+         c.num_sinks = 4;
+       }},
+      {"sink_logits",
+       [](Case& c) {
+         c.sink_logits = true;
+         c.causal = true;
+       }},
+      {"softcap",
+       [](Case& c) {
+         c.softcap = 5.0F;
+         c.scale = 0.5F;
+       }},
+      {"sigmoid",
+       [](Case& c) {
+         c.score = ScoreFn::kSigmoid;
+         c.sigmoid_bias = -2.0F;
+         c.causal = true;
+       }},
+      {"sigmoid+softcap",
+       [](Case& c) {
+         c.score = ScoreFn::kSigmoid;
+         c.softcap = 3.0F;
+       }},
+  };
+  const std::int64_t shapes[][6] = {
+      // B, Hq, Hkv, Sq, Skv, D
+      {2, 4, 4, 113, 113, 64}, {1, 8, 2, 1, 77, 128}, {1, 8, 1, 70, 300, 32},
+      {2, 2, 1, 130, 65, 80},  {1, 2, 2, 64, 64, 96}, {1, 2, 1, 33, 100, 256},
+  };
+  for (const auto& o : opts) {
+    int n = 0;
+    for (const auto& s : shapes) {
+      if (quick && n++ > 1) break;
+      Case c;
+      c.variant = o.name;
+      c.batch = s[0];
+      c.hq = s[1];
+      c.hkv = s[2];
+      c.sq = s[3];
+      c.skv = s[4];
+      c.dim = s[5];
+      o.apply(c);
+      both(c);
+    }
+  }
+  // 3. Head dims.
+  for (std::int64_t d : {16, 32, 64, 80, 96, 128, 192, 256}) {
+    if (quick && d != 32 && d != 128) continue;
+    Case c;
+    c.variant = "head_dim";
+    c.hq = 2;
+    c.hkv = 1;
+    c.sq = 97;
+    c.skv = 150;
+    c.dim = d;
+    c.causal = true;
+    both(c);
+  }
+  // 4. Layouts: head-major strided views, KV cache views, varlen.
+  for (Layout layout : {Layout::kHeadMajor, Layout::kKvCache, Layout::kVarlen}) {
+    for (bool causal : {false, true}) {
+      Case c;
+      c.variant = layout == Layout::kHeadMajor ? "strided"
+                  : layout == Layout::kKvCache ? "kv_cache"
+                                               : "varlen";
+      c.layout = layout;
+      c.batch = 3;
+      c.hq = 4;
+      c.hkv = 1;
+      c.sq = 70;
+      c.skv = 129;
+      c.dim = 64;
+      c.causal = causal;
+      if (layout == Layout::kVarlen) {
+        c.seqlens_q = {70, 0, 1, 129, 64};
+        c.seqlens_k = {70, 5, 0, 200, 64};
+        c.batch = 5;
+      }
+      both(c);
+    }
+  }
+  // 5. dtypes on a few configurations.
+  for (DType dt : {DType::kBF16, DType::kF16}) {
+    for (int variant = 0; variant < (quick ? 2 : 5); ++variant) {
+      Case c;
+      c.dtype = dt;
+      c.batch = 1;
+      c.hq = 4;
+      c.hkv = 2;
+      c.sq = 150;
+      c.skv = 150;
+      c.dim = 128;
+      if (variant == 0) c.variant = "dtype";
+      if (variant == 1) {
+        c.variant = "dtype+causal";
+        c.causal = true;
+      }
+      if (variant == 2) {
+        c.variant = "dtype+softcap+sinks";
+        c.softcap = 10.0F;
+        c.sink_logits = true;
+      }
+      if (variant == 3) {
+        c.variant = "dtype+doc";
+        c.mask = MaskSpec::with_documents(scaled_pattern(Pattern::kCausalDocument, 150),
+                                          scaled_documents(150));
+      }
+      if (variant == 4) {
+        c.variant = "dtype+varlen";
+        c.layout = Layout::kVarlen;
+        c.seqlens_q = {50, 100};
+        c.seqlens_k = {80, 100};
+        c.batch = 2;
+        c.causal = true;
+      }
+      both(c);
+    }
+  }
+  // 6. Caller block-sparse layout (full and partial blocks) and per-head shards.
+  {
+    auto layout = std::make_shared<BlockSparseLayout>();
+    layout->block_q = 32;
+    layout->block_k = 48;
+    layout->heads = 4;
+    layout->q_blocks = (150 + 31) / 32;
+    layout->row_offsets.push_back(0);
+    std::mt19937 g(5);
+    for (std::int64_t h = 0; h < 4; ++h) {
+      for (std::int64_t qb = 0; qb < layout->q_blocks; ++qb) {
+        for (std::int32_t kb = 0; kb < (150 + 47) / 48; ++kb) {
+          if (g() % 3 == 0) continue;
+          layout->key_blocks.push_back(kb);
+          layout->partial.push_back(static_cast<std::uint8_t>(g() % 2));
+        }
+        layout->row_offsets.push_back(static_cast<std::int64_t>(layout->key_blocks.size()));
+      }
+    }
+    Case c;
+    c.variant = "block_sparse+causal";
+    c.hq = 4;
+    c.hkv = 2;
+    c.sq = 150;
+    c.skv = 150;
+    c.causal = true;
+    c.mask = MaskSpec::block_sparse(layout);
+    both(c);
+    Case s;
+    s.variant = "shards";
+    s.hq = 4;
+    s.hkv = 4;
+    s.sq = 180;
+    s.skv = 180;
+    s.mask = MaskSpec::strided_shards(4, 3, 20);
+    both(s);
+  }
+  // 7. Empty and degenerate sizes.
+  for (const auto& z : {std::array<std::int64_t, 5>{0, 2, 2, 10, 10},
+                        {1, 2, 2, 0, 10},
+                        {1, 2, 2, 10, 0},
+                        {1, 0, 0, 10, 10},
+                        {1, 2, 1, 1, 1}}) {
+    Case c;
+    c.variant = "size0/1";
+    c.batch = z[0];
+    c.hq = z[1];
+    c.hkv = z[2];
+    c.sq = z[3];
+    c.skv = z[4];
+    c.dim = 32;
+    both(c);
+  }
+  // 8. Non-finite inputs propagate exactly where the oracle says.
+  for (bool causal : {false, true}) {
+    Case c;
+    c.variant = "nan/inf";
+    c.hq = 2;
+    c.hkv = 1;
+    c.sq = 100;
+    c.skv = 140;
+    c.causal = causal;
+    c.nonfinite = true;
+    add(c);
+  }
+  return cases;
+}
+
+}  // namespace longattn::check

@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+// The block schedule: what a kernel visits. For each query tile a CSR list of key tiles, each
+// FULL (no element test) or PARTIAL (a bitmask per key row); absent tiles are skipped.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/problem.hpp"
+
+namespace longattn::detail {
+
+class MaskRows;
+
+/// The schedule of one (batch entry, head) for one tile shape.
+struct TileSchedule {
+  std::int64_t tile_q = 64;  // <= 64: one bitmask word per key row
+  std::int64_t tile_k = 64;
+  std::int64_t sq = 0;
+  std::int64_t skv = 0;
+  std::int64_t q_tiles = 0;
+  std::int64_t k_tiles = 0;
+  std::vector<std::int64_t> row_offsets;  // q_tiles + 1
+  std::vector<std::int32_t> key_tile;     // per entry
+  std::vector<std::int32_t> bits_index;   // per entry: -1 = FULL, else index of its bitmask
+  /// Per PARTIAL tile: tile_k words; bit (i - q0) of word (j - k0) says query i sees key j.
+  std::vector<std::uint64_t> bits;
+  std::int64_t area = 0;  // visible (query, key) pairs
+
+  [[nodiscard]] const std::uint64_t* tile_bits(std::int32_t index) const {
+    return bits.data() + static_cast<std::size_t>(index) * static_cast<std::size_t>(tile_k);
+  }
+  /// Number of scheduled key tiles of query tile qt.
+  [[nodiscard]] std::int64_t count(std::int64_t qt) const {
+    return row_offsets[static_cast<std::size_t>(qt + 1)] -
+           row_offsets[static_cast<std::size_t>(qt)];
+  }
+};
+
+/// Compiles one (batch entry, head) of a mask to a schedule.
+std::shared_ptr<const TileSchedule> build_tile_schedule(const MaskRows& rows, std::int64_t tile_q,
+                                                        std::int64_t tile_k);
+
+/// The schedules of a whole problem, shared between (batch, head) pairs with identical masks.
+class ScheduleSet {
+ public:
+  ScheduleSet(const Problem& problem, std::int64_t tile_q, std::int64_t tile_k);
+  [[nodiscard]] const TileSchedule& get(std::int64_t batch, std::int64_t head) const {
+    return *slots_[static_cast<std::size_t>(index_[static_cast<std::size_t>(batch * hq_ + head)])];
+  }
+  /// Total visible (query, key) pairs over all batch entries and query heads.
+  [[nodiscard]] std::int64_t total_area() const;
+
+ private:
+  std::int64_t hq_ = 0;
+  std::vector<std::int32_t> index_;
+  std::vector<std::shared_ptr<const TileSchedule>> slots_;
+};
+
+}  // namespace longattn::detail

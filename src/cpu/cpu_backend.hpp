@@ -1,0 +1,16 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CPU backend as seen by the dispatcher.
+#pragma once
+
+#include "core/problem.hpp"
+
+namespace longattn::detail::cpu {
+
+/// @throws Error(kUnsupported) when the CPU engine cannot run this problem (head dim).
+void check_supported(const Problem& p);
+void forward(const Problem& p);
+void backward(const Problem& p);
+int default_threads();
+const char* simd_level();
+
+}  // namespace longattn::detail::cpu

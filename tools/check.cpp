@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: Apache-2.0
+// `longattn check`: runs the generic driver's cases on a backend against the float64 oracle.
+#include <fmt/core.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <string>
+
+#include "check/cases.hpp"
+#include "longattn/longattn.hpp"
+#include "tools/commands.hpp"
+
+namespace longattn::tools {
+
+void add_check_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "check", "Run every case against the float64 oracle; exit 1 on any failure");
+  struct Args {
+    std::string device = "cpu";
+    bool quick = false;
+    std::string filter;
+    std::string simd;
+    bool verbose = false;
+  };
+  auto args = std::make_shared<Args>();
+  cmd->add_option("--device", args->device, "cpu (the CUDA backend is not in this build)")
+      ->check(CLI::IsMember({"cpu", "cuda", "reference"}));
+  cmd->add_flag("--quick", args->quick, "The reduced case list");
+  cmd->add_option("--filter", args->filter, "Only cases whose variant or mask contains this text");
+  cmd->add_option("--simd", args->simd, "Force the CPU SIMD level: avx512, avx2, generic");
+  cmd->add_flag("-v,--verbose", args->verbose, "Print every metric of every case");
+  cmd->callback([args]() {
+    if (!args->simd.empty()) set_cpu_simd_level(args->simd);
+    const Backend backend = args->device == "cuda"        ? Backend::kCUDA
+                            : args->device == "reference" ? Backend::kReference
+                                                          : Backend::kCPU;
+    const auto cases = check::default_cases(args->quick);
+    fmt::print("{:<4} {:<22} {:<5} {:<44} {:<26} {:>10} {:>10}  {}\n", "op", "variant", "dtype",
+               "shape", "mask", "max-abs", "rel-L2", "verdict");
+    int failed = 0;
+    int run = 0;
+    for (const auto& c : cases) {
+      const std::string mask = check::mask_string(c);
+      if (!args->filter.empty() && c.variant.find(args->filter) == std::string::npos &&
+          mask.find(args->filter) == std::string::npos) {
+        continue;
+      }
+      ++run;
+      const auto r = check::run_case(c, backend);
+      std::string verdict = r.passed ? "ok" : "FAIL";
+      if (!r.error.empty()) verdict += " (" + r.error + ")";
+      if (!r.guards_ok) verdict += " (wrote outside its outputs)";
+      if (!r.deterministic) verdict += " (not deterministic)";
+      for (const auto& m : r.metrics) {
+        if (!m.passed) {
+          verdict +=
+              fmt::format(" ({}: max_abs {:.2e} > {:.2e} or rel_l2 {:.2e}{})", m.name, m.max_abs,
+                          m.bound, m.rel_l2, m.nonfinite_ok ? "" : ", NaN/Inf mismatch");
+        }
+      }
+      if (!r.passed) verdict += fmt::format(" [LONGATTN_SEED={}]", r.seed);
+      fmt::print("{:<4} {:<22} {:<5} {:<44} {:<26} {:>10.2e} {:>10.2e}  {}\n",
+                 c.backward ? "bwd" : "fwd", c.variant, dtype_name(c.dtype), check::shape_string(c),
+                 mask, r.worst_max_abs(), r.worst_rel_l2(), verdict);
+      if (args->verbose) {
+        for (const auto& m : r.metrics) {
+          fmt::print("       {:<6} max_abs {:.3e} (bound {:.3e}) rel_l2 {:.3e}\n", m.name,
+                     m.max_abs, m.bound, m.rel_l2);
+        }
+      }
+      failed += r.passed ? 0 : 1;
+    }
+    fmt::print("{} passed, {} failed\n", run - failed, failed);
+    if (failed > 0) std::exit(1);
+  });
+}
+
+}  // namespace longattn::tools
