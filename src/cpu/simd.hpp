@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <utility>
 
 namespace longattn::detail::cpu {
 
@@ -25,7 +26,11 @@ inline vf load(const float* p) {
   return r;
 }
 inline void store(float* p, vf x) { std::memcpy(p, &x, sizeof x); }
-inline vf splat(float x) { return vf{} + x; }
+// NOTE: not `vf{} + x`: 0.0f + x is not an identity (x = -0.0f), so that form costs an add.
+inline vf splat(float x) {
+  return [x]<std::size_t... I>(std::index_sequence<I...>) { return vf{((void)I, x)...}; }
+  (std::make_index_sequence<W>{});
+}
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }  // keeps a when b is NaN
 inline float hmax(vf x) {
   float m = x[0];
@@ -69,7 +74,9 @@ inline vi lane_mask(std::uint64_t word, int offset) {
   vi lane_bit;
   for (int i = 0; i < W; ++i) lane_bit[i] = 1 << i;
   const auto part = static_cast<std::int32_t>((word >> offset) & ((std::uint64_t{1} << W) - 1));
-  return ((vi{} + part) & lane_bit) != 0;
+  vi parts;
+  for (int i = 0; i < W; ++i) parts[i] = part;
+  return (parts & lane_bit) != 0;
 }
 
 }  // namespace longattn::detail::cpu
