@@ -179,7 +179,7 @@ std::vector<Config> suite(const std::string& name) {
         c.mask = pattern_name(pat);
         c.hq = 8;
         c.hkv = 1;
-        c.sq = c.skv = 2048;
+        c.sq = c.skv = 4096;
         c.backward = bwd;
         out.push_back(c);
       }
