@@ -618,7 +618,7 @@ std::vector<Case> default_cases(bool quick) {
   }
   // 5. dtypes on a few configurations.
   for (DType dt : {DType::kBF16, DType::kF16}) {
-    for (int variant = 0; variant < (quick ? 2 : 5); ++variant) {
+    for (int variant = 0; variant < (quick ? 2 : 9); ++variant) {
       Case c;
       c.dtype = dt;
       c.batch = 1;
@@ -649,6 +649,32 @@ std::vector<Case> default_cases(bool quick) {
         c.seqlens_k = {80, 100};
         c.batch = 2;
         c.causal = true;
+      }
+      if (variant == 5) {  // head dim not a multiple of 32: the non-AMX paths
+        c.variant = "dtype+d80";
+        c.dim = 80;
+        c.window_left = 40;
+      }
+      if (variant == 6) {
+        c.variant = "dtype+d256+window";
+        c.dim = 256;
+        c.sq = 70;
+        c.window_left = 30;
+        c.window_right = 10;
+      }
+      if (variant == 7) {
+        c.variant = "dtype+decode";
+        c.dim = 64;
+        c.sq = 1;
+        c.skv = 333;
+      }
+      if (variant == 8) {
+        c.variant = "dtype+nan/inf";
+        c.nonfinite = true;
+        c.causal = true;
+        c.skv = 130;
+        add(c);
+        continue;
       }
       both(c);
     }
