@@ -39,7 +39,9 @@ void check_mask(const MaskSpec& mask, std::int64_t sq, std::int64_t skv, std::in
       std::vector<char> fast(static_cast<std::size_t>(skv), 0);
       for (std::size_t r = 0; r < rows.size(); ++r) {
         ASSERT_LT(rows[r].lo, rows[r].hi) << what;
-        if (r > 0) ASSERT_LT(rows[r - 1].hi, rows[r].lo) << what << ": rows not merged";
+        if (r > 0) {
+          ASSERT_LT(rows[r - 1].hi, rows[r].lo) << what << ": rows not merged";
+        }
         for (std::int64_t j = rows[r].lo; j < rows[r].hi; ++j)
           fast[static_cast<std::size_t>(j)] = 1;
       }
@@ -75,14 +77,17 @@ void check_mask(const MaskSpec& mask, std::int64_t sq, std::int64_t skv, std::in
               }
             }
           }
-          if (idx == -2)
+          if (idx == -2) {
             ASSERT_EQ(seen, 0) << what << " skipped tile " << qt << "," << kt
                                << " has visible pairs";
-          if (idx == -1)
+          }
+          if (idx == -1) {
             ASSERT_EQ(seen, total)
                 << what << " FULL tile " << qt << "," << kt << " has masked pairs";
-          if (idx >= 0)
+          }
+          if (idx >= 0) {
             ASSERT_LT(seen, total) << what << " PARTIAL tile " << qt << "," << kt << " is full";
+          }
         }
       }
     }

@@ -16,7 +16,9 @@
 /// Scores: x = scale * q.k; with softcap c > 0, x = c * tanh(x / c). Softmax gives
 /// out = sum_j softmax_j(x) v_j (an optional per-head sink logit joins the denominator with no
 /// value); sigmoid gives out = sum_j sigmoid(x + sigmoid_bias) v_j. A query that sees no key
-/// gets out = 0 and lse = -inf (or the sink logit when one is given).
+/// gets out = 0 and lse = -inf (or the sink logit when one is given); a logit of -inf counts as
+/// masked. NaN and +inf inputs propagate (forward) exactly to the outputs of the queries that
+/// see them; the backward may spread a non-finite input within its 64x64 tile.
 #pragma once
 
 #include <cstdint>

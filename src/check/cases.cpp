@@ -253,8 +253,8 @@ std::string mask_string(const Case& c) {
   }
   if (c.causal) s += s.empty() ? "causal" : "+causal";
   if (c.window_left >= 0 || c.window_right >= 0) {
-    s += (s.empty() ? "" : "+") + std::string("window(") + std::to_string(c.window_left) + "," +
-         std::to_string(c.window_right) + ")";
+    if (!s.empty()) s += "+";
+    s += "window(" + std::to_string(c.window_left) + "," + std::to_string(c.window_right) + ")";
   }
   return s.empty() ? "-" : s;
 }

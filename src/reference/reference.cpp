@@ -146,6 +146,12 @@ void row_weights(const Problem& p, std::int64_t b, std::int64_t h, std::int64_t 
   if (seen.empty() && !has_sink) return;
   double m = has_sink ? sink : -std::numeric_limits<double>::infinity();
   for (auto j : seen) m = std::max(m, out.logits[static_cast<std::size_t>(j)]);
+  // A logit of -inf counts as masked: a row whose every visible logit is -inf sees nothing.
+  if (!has_sink && std::all_of(seen.begin(), seen.end(), [&](std::int64_t j) {
+        return out.logits[static_cast<std::size_t>(j)] == -std::numeric_limits<double>::infinity();
+      })) {
+    return;
+  }
   double den = has_sink ? std::exp(sink - m) : 0.0;
   for (auto j : seen) den += std::exp(out.logits[static_cast<std::size_t>(j)] - m);
   for (auto j : seen) {
