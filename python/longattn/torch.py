@@ -1,0 +1,204 @@
+"""PyTorch integration: a ``torch.library`` custom op with autograd and a fake-tensor
+implementation (works under ``torch.compile``), and a Hugging Face attention backend.
+
+Imported on demand by :func:`longattn.attention` for torch tensors.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from typing import List, Optional, Tuple
+
+import torch
+
+from . import _longattn as _core
+from . import masks as _masks
+
+# Custom-op arguments must be tensors or scalars: masks travel as an id into this registry. It
+# holds them weakly (a mask created per call must not live forever); autograd keeps the mask of
+# a forward alive on its context until the backward has run.
+_MASKS: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+_MASK_IDS = itertools.count(1)
+_LOCK = threading.Lock()
+
+
+@torch._dynamo.assume_constant_result
+def _mask_id(mask) -> int:
+    # A mask is a constant of the traced program: torch.compile calls this once while tracing.
+    if mask is None:
+        return 0
+    if isinstance(mask, str):
+        mask = _masks.pattern(mask)
+    with _LOCK:
+        for key, value in _MASKS.items():
+            if value is mask:
+                return key
+        key = next(_MASK_IDS)
+        _MASKS[key] = mask
+        return key
+
+
+def _lse_shape(q: torch.Tensor, varlen: bool) -> List[int]:
+    return [q.shape[1], q.shape[0]] if varlen else [q.shape[0], q.shape[2], q.shape[1]]
+
+
+def _opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap, score,
+          sigmoid_bias, mask_id, cu_q, cu_k):
+    return dict(scale=None if scale < 0 else scale, causal=causal, window_left=window_left,
+                window_right=window_right, sinks=sinks, sink_logits=sink_logits, softcap=softcap,
+                score=score, sigmoid_bias=sigmoid_bias, mask=_MASKS.get(mask_id),
+                cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+
+
+@torch.library.custom_op("longattn::attention", mutates_args=())
+def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                  sink_logits: Optional[torch.Tensor], cu_q: Optional[torch.Tensor],
+                  cu_k: Optional[torch.Tensor], scale: float, causal: bool, window_left: int,
+                  window_right: int, sinks: int, softcap: float, score: str, sigmoid_bias: float,
+                  mask_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    out = torch.empty_like(q)
+    softmax = score == "softmax"
+    lse = torch.empty(_lse_shape(q, cu_q is not None) if softmax else [0], dtype=torch.float32,
+                      device=q.device)
+    _core.forward(q, k, v, out, lse if softmax else None,
+                  **_opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap,
+                          score, sigmoid_bias, mask_id, cu_q, cu_k))
+    return out, lse
+
+
+@_attention_op.register_fake
+def _(q, k, v, sink_logits, cu_q, cu_k, scale, causal, window_left, window_right, sinks, softcap,
+      score, sigmoid_bias, mask_id):
+    shape = _lse_shape(q, cu_q is not None) if score == "softmax" else [0]
+    return torch.empty_like(q), q.new_empty(shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("longattn::attention_backward", mutates_args=())
+def _attention_backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           out: torch.Tensor, lse: torch.Tensor,
+                           sink_logits: Optional[torch.Tensor], cu_q: Optional[torch.Tensor],
+                           cu_k: Optional[torch.Tensor], scale: float, causal: bool,
+                           window_left: int, window_right: int, sinks: int, softcap: float,
+                           score: str, sigmoid_bias: float,
+                           mask_id: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    dsink = torch.empty([q.shape[-2]] if sink_logits is not None else [0], dtype=torch.float32,
+                        device=q.device)
+    _core.backward(q, k, v, out, lse if score == "softmax" else None, dout.contiguous(), dq, dk, dv,
+                   dsink if sink_logits is not None else None,
+                   **_opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap,
+                           score, sigmoid_bias, mask_id, cu_q, cu_k))
+    return dq, dk, dv, dsink
+
+
+@_attention_backward_op.register_fake
+def _(dout, q, k, v, out, lse, sink_logits, cu_q, cu_k, scale, causal, window_left, window_right,
+      sinks, softcap, score, sigmoid_bias, mask_id):
+    dsink = q.new_empty([q.shape[-2]] if sink_logits is not None else [0], dtype=torch.float32)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dsink
+
+
+_SCALARS = ("scale", "causal", "window_left", "window_right", "sinks", "softcap", "score",
+            "sigmoid_bias", "mask_id")
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, sink_logits, cu_q, cu_k = inputs[:6]
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, sink_logits, cu_q, cu_k)
+    ctx.scalars = inputs[6:]
+    ctx.mask = _MASKS.get(inputs[-1])  # strong reference until the backward
+
+
+def _backward(ctx, dout, dlse):
+    q, k, v, out, lse, sink_logits, cu_q, cu_k = ctx.saved_tensors
+    # NOTE: gradients through the returned lse are not propagated (dlse is ignored), as in
+    # FlashAttention; lse is an auxiliary output.
+    dq, dk, dv, dsink = _attention_backward_op(dout, q, k, v, out, lse, sink_logits, cu_q, cu_k,
+                                               *ctx.scalars)
+    return dq, dk, dv, (dsink if sink_logits is not None else None), None, None, *([None] * len(_SCALARS))
+
+
+_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _window(window) -> Tuple[int, int]:
+    if window is None:
+        return (-1, -1)
+    if isinstance(window, int):
+        return (window, window)
+    return (int(window[0]), int(window[1]))
+
+
+def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=None, softcap=0.0,
+              score="softmax", sigmoid_bias=0.0, mask=None, cu_seqlens_q=None, cu_seqlens_k=None,
+              scale=None, return_lse=False, out=None, backend="auto", threads=0):
+    """:func:`longattn.attention` for torch tensors, differentiable."""
+    if backend not in ("auto", "cpu"):
+        raise ValueError("backend: the torch op runs the automatic backend; use longattn._longattn "
+                         "directly for the reference backend")
+    if return_lse and score != "softmax":
+        raise ValueError("return_lse: the log-sum-exp is only defined for score='softmax'")
+    left, right = _window(window)
+    o, lse = _attention_op(q, k, v, sink_logits, cu_seqlens_q, cu_seqlens_k,
+                           -1.0 if scale is None else float(scale), bool(causal), left, right,
+                           int(sinks), float(softcap), score, float(sigmoid_bias), _mask_id(mask))
+    if out is not None:
+        out.copy_(o)
+        o = out
+    return (o, lse) if return_lse else o
+
+
+# ---- Hugging Face transformers ---------------------------------------------------------------
+
+def _mask_from_hf(attention_mask: Optional[torch.Tensor], batch: int, heads: int, sq: int, skv: int):
+    """A block-sparse MaskSpec equal to an HF 4D mask ([B, 1|H, Sq, Skv], bool or additive)."""
+    if attention_mask is None:
+        return None
+    m = attention_mask
+    allowed = m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2
+    allowed = allowed.expand(batch, allowed.shape[1], sq, skv).to("cpu")
+    per_query = not bool((allowed == allowed[:, :, :1, :]).all())
+    per_head = allowed.shape[1] > 1
+    hs = allowed.shape[1]
+    rows, cols = [0], []
+    block_q = 1 if per_query else sq
+    for b in range(batch):
+        for h in range(hs):
+            for i in range(sq if per_query else 1):
+                keys = torch.nonzero(allowed[b, h, i]).flatten().tolist()
+                cols.extend(keys)
+                rows.append(len(cols))
+    return _masks.block_sparse(block_q=block_q, block_k=1, q_blocks=sq // block_q,
+                               row_offsets=rows, key_blocks=cols, batches=batch,
+                               heads=heads if per_head else 1)
+
+
+def hf_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                         **kwargs):
+    """An attention function for ``transformers.AttentionInterface``: query/key/value are
+    ``[B, H, S, D]``; returns ``([B, S, H, D], None)``."""
+    if dropout and module.training:
+        raise NotImplementedError("longattn: attention dropout is not supported")
+    b, hq, sq, _ = query.shape
+    skv = key.shape[2]
+    mask = _mask_from_hf(attention_mask, b, hq, sq, skv)
+    causal = bool(getattr(module, "is_causal", False)) and attention_mask is None and sq > 1
+    q, k, v = (t.transpose(1, 2) for t in (query, key, value))  # views, no copy
+    out = attention(q, k, v, causal=causal, scale=scaling, mask=mask,
+                    softcap=float(kwargs.get("softcap") or 0.0))
+    return out, None
+
+
+def register_hf_attention(name: str = "longattn") -> str:
+    """Registers longattn with ``transformers.AttentionInterface``; then load a model with
+    ``attn_implementation=name`` (or set ``model.config._attn_implementation = name``)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+    AttentionInterface.register(name, hf_attention_forward)
+    # The model builds its padding/causal masks the way it does for SDPA (boolean, or None
+    # when the mask is plain causal or absent).
+    AttentionMaskInterface.register(name, sdpa_mask)
+    return name

@@ -1,0 +1,151 @@
+"""NumPy inputs against the float64 oracle backend and an independent float64 NumPy attention."""
+
+import numpy as np
+import pytest
+
+import longattn
+from longattn import masks
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, size=shape).astype(np.float32)
+
+
+def naive(q, k, v, causal=False, scale=None):
+    """float64 attention in NumPy, [B, S, H, D], GQA by head repetition."""
+    q, k, v = (x.astype(np.float64) for x in (q, k, v))
+    b, sq, hq, d = q.shape
+    skv, hkv = k.shape[1], k.shape[2]
+    k = np.repeat(k, hq // hkv, axis=2)
+    v = np.repeat(v, hq // hkv, axis=2)
+    s = np.einsum("bihd,bjhd->bhij", q, k) * (scale if scale else 1 / np.sqrt(d))
+    if causal:
+        i = np.arange(sq)[:, None] + (skv - sq)
+        j = np.arange(skv)[None, :]
+        s = np.where(j <= i, s, -np.inf)
+    with np.errstate(invalid="ignore"):
+        s = s - s.max(-1, keepdims=True)  # fully masked rows become NaN, compared only where finite
+    p = np.exp(s)
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("bhij,bjhd->bihd", p, v)
+
+
+def test_import_does_not_need_torch():
+    import subprocess
+    import sys
+    code = "import sys, longattn; assert 'torch' not in sys.modules; print(longattn.runtime_info())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "cpu" in done.stdout
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("shape", [(2, 113, 77, 8, 2, 64), (1, 1, 300, 4, 1, 32), (1, 130, 65, 4, 4, 128)])
+def test_matches_numpy_float64(causal, shape):
+    b, sq, skv, hq, hkv, d = shape
+    q, k, v = rand(b, sq, hq, d, seed=1), rand(b, skv, hkv, d, seed=2), rand(b, skv, hkv, d, seed=3)
+    out = longattn.attention(q, k, v, causal=causal)
+    ref = naive(q, k, v, causal=causal)
+    finite = np.isfinite(ref)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float32
+    assert np.abs(out[finite] - ref[finite]).max() < 2e-5
+
+
+def test_strided_views_are_not_copied():
+    base = rand(1, 8, 200, 64, seed=4)          # [B, H, S, D] memory
+    q = base.transpose(0, 2, 1, 3)              # viewed as [B, S, H, D]
+    k = v = rand(1, 8, 200, 64, seed=5).transpose(0, 2, 1, 3)
+    out = np.empty((1, 200, 8, 64), np.float32)
+    got = longattn.attention(q, k, v, causal=True, out=out)
+    assert got is out
+    ref = longattn.attention(q, k, v, causal=True, backend="reference")
+    assert np.abs(out - ref).max() < 2e-5
+
+
+def test_every_pattern_matches_reference_backend():
+    s = 160
+    q, k, v = rand(1, s, 4, 32, seed=6), rand(1, s, 2, 32, seed=7), rand(1, s, 2, 32, seed=8)
+    docs = masks.random_documents(s, 10, 60, seed=1)
+    for name in masks.names():
+        params = {}
+        if name in ("sliding_window", "sliding_window_causal", "global_sliding_window",
+                    "dilated_sliding_window", "shard"):
+            params["window"] = 16
+        if name in ("block_causal_document", "fixed", "bigbird"):
+            params["block"] = 32
+        if name.startswith("prefix_lm"):
+            params["prefix"] = 20
+        if name == "shard":
+            params["stride"] = 5
+        m = masks.pattern(name, doc_lens=docs, **params)
+        got, lse = longattn.attention(q, k, v, mask=m, return_lse=True)
+        ref, ref_lse = longattn.attention(q, k, v, mask=m, return_lse=True, backend="reference")
+        ok = np.isfinite(ref)
+        assert np.abs(got[ok] - ref[ok]).max() < 2e-5, name
+        assert np.array_equal(np.isinf(lse), np.isinf(ref_lse)), name
+
+
+def test_varlen_and_options():
+    lens = [50, 0, 129]
+    cu = np.array([0, 50, 50, 179], np.int32)
+    q, k, v = rand(179, 4, 64, seed=9), rand(179, 2, 64, seed=10), rand(179, 2, 64, seed=11)
+    sink_logits = rand(4, seed=12)
+    kw = dict(cu_seqlens_q=cu, cu_seqlens_k=cu, causal=True, window=(20, 0), sinks=3,
+              sink_logits=sink_logits, softcap=4.0, return_lse=True)
+    out, lse = longattn.attention(q, k, v, **kw)
+    ref, ref_lse = longattn.attention(q, k, v, backend="reference", **kw)
+    assert lse.shape == (4, 179)
+    assert np.abs(out - ref).max() < 2e-5
+    assert np.abs(lse - ref_lse).max() < 1e-4
+    del lens
+
+
+def test_backward_matches_float64_finite_differences():
+    rng = np.random.default_rng(0)
+    q, k, v = rand(1, 6, 2, 16, seed=13), rand(1, 9, 1, 16, seed=14), rand(1, 9, 1, 16, seed=15)
+    dout = rand(1, 6, 2, 16, seed=16)
+    out, lse = longattn.attention(q, k, v, causal=True, return_lse=True)
+    dq, dk, dv = longattn.attention_backward(dout, q, k, v, out, lse, causal=True)
+
+    def loss(q_, k_, v_):
+        return float((naive(q_, k_, v_, causal=True) * dout.astype(np.float64)).sum())
+
+    for name, x, g in (("q", q, dq), ("k", k, dk), ("v", v, dv)):
+        x64 = x.astype(np.float64)
+        for _ in range(12):
+            idx = tuple(rng.integers(0, n) for n in x.shape)
+            h = 1e-6
+            up, down = x64.copy(), x64.copy()
+            up[idx] += h
+            down[idx] -= h
+            args = {"q": (q, k, v), "k": (q, k, v), "v": (q, k, v)}[name]
+            pick = lambda z: [z if n == name else a.astype(np.float64) for n, a in zip("qkv", args)]
+            fd = (loss(*pick(up)) - loss(*pick(down))) / (2 * h)
+            assert abs(g[idx] - fd) < 1e-4 + 1e-3 * abs(fd), (name, idx, g[idx], fd)
+
+
+def test_errors_are_python_exceptions_with_the_message():
+    q = rand(1, 8, 6, 32)
+    k = rand(1, 8, 4, 32)
+    with pytest.raises(ValueError, match="not a multiple of Hkv"):
+        longattn.attention(q, k, k)
+    with pytest.raises(TypeError, match="dtype"):
+        longattn.attention(q.astype(np.float64), k, k)
+    with pytest.raises(ValueError, match="window_left"):
+        longattn.attention(q, q, q, window=(-5, 0))
+    with pytest.raises(ValueError, match="doc_lens"):
+        longattn.attention(q, q, q, mask=masks.pattern("causal_document"))
+    with pytest.raises(ValueError, match="unknown mask"):
+        masks.pattern("diagonal")
+    with pytest.raises(ValueError, match="return_lse"):
+        longattn.attention(q, q, q, score="sigmoid", return_lse=True)
+
+
+def test_sigmoid_and_block_sparse():
+    q, k, v = rand(1, 100, 2, 32, seed=17), rand(1, 100, 2, 32, seed=18), rand(1, 100, 2, 32, seed=19)
+    m = masks.block_sparse(block_q=50, block_k=25, q_blocks=2, row_offsets=[0, 2, 5],
+                           key_blocks=[0, 1, 0, 2, 3], partial=[0, 1, 0, 1, 1])
+    for kw in (dict(score="sigmoid", sigmoid_bias=-1.0), dict(mask=m, causal=True)):
+        got = longattn.attention(q, k, v, **kw)
+        ref = longattn.attention(q, k, v, backend="reference", **kw)
+        assert np.abs(got - ref).max() < 2e-5

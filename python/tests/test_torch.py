@@ -1,0 +1,111 @@
+"""PyTorch: the custom op, autograd, torch.compile and the Hugging Face attention backend."""
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="PyTorch is not installed; the torch integration is untested here")
+
+import longattn  # noqa: E402
+from longattn import masks  # noqa: E402
+
+
+def sdpa_ref(q, k, v, causal=False):
+    """float64 SDPA on [B, S, H, D] inputs (GQA by repetition)."""
+    q, k, v = (x.double().transpose(1, 2) for x in (q, k, v))
+    rep = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+    sq, skv = q.shape[2], k.shape[2]
+    mask = None
+    if causal:
+        mask = torch.ones(sq, skv, dtype=torch.bool).tril(diagonal=skv - sq)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-5), (torch.bfloat16, 2e-2), (torch.float16, 3e-3)])
+def test_forward_matches_sdpa_float64(dtype, tol):
+    torch.manual_seed(0)
+    q = torch.randn(2, 97, 8, 64).to(dtype)
+    k = torch.randn(2, 150, 2, 64).to(dtype)
+    v = torch.randn(2, 150, 2, 64).to(dtype)
+    out = longattn.attention(q, k, v, causal=True)
+    assert out.dtype == dtype and isinstance(out, torch.Tensor)
+    assert (out.double() - sdpa_ref(q, k, v, causal=True)).abs().max() < tol
+
+
+def test_autograd_matches_sdpa_float64():
+    torch.manual_seed(1)
+    q = torch.randn(1, 70, 4, 32, requires_grad=True)
+    k = torch.randn(1, 90, 2, 32, requires_grad=True)
+    v = torch.randn(1, 90, 2, 32, requires_grad=True)
+    g = torch.randn(1, 70, 4, 32)
+    out = longattn.attention(q, k, v, causal=True)
+    grads = torch.autograd.grad(out, (q, k, v), g)
+    q64, k64, v64 = (x.detach().double().requires_grad_() for x in (q, k, v))
+    ref = torch.autograd.grad(sdpa_ref(q64, k64, v64, causal=True), (q64, k64, v64), g.double())
+    for a, b in zip(grads, ref):
+        assert (a.double() - b).abs().max() < 1e-4
+
+
+def test_sink_logit_gradient_and_lse():
+    torch.manual_seed(2)
+    q = torch.randn(1, 40, 2, 32, requires_grad=True)
+    k = torch.randn(1, 40, 2, 32, requires_grad=True)
+    v = torch.randn(1, 40, 2, 32, requires_grad=True)
+    sink = torch.randn(2, requires_grad=True)
+    out, lse = longattn.attention(q, k, v, sink_logits=sink, causal=True, return_lse=True)
+    assert lse.shape == (1, 2, 40)
+    (gs,) = torch.autograd.grad(out.sum(), (sink,))
+    # The same through an explicit softmax with an extra zero-value column.
+    s = torch.einsum("bihd,bjhd->bhij", q.double(), k.double()) / 32**0.5
+    s = s.masked_fill(~torch.ones(40, 40, dtype=torch.bool).tril(), float("-inf"))
+    s = torch.cat([s, sink.double().view(1, 2, 1, 1).expand(1, 2, 40, 1)], -1)
+    p = s.softmax(-1)[..., :-1]
+    ref = torch.einsum("bhij,bjhd->bihd", p, v.double())
+    (gr,) = torch.autograd.grad(ref.sum(), (sink,))
+    assert (gs.double() - gr).abs().max() < 1e-4
+
+
+def test_opcheck():
+    q, k, v = torch.randn(1, 33, 2, 32), torch.randn(1, 33, 1, 32), torch.randn(1, 33, 1, 32)
+    args = (q, k, v, None, None, None, -1.0, True, -1, -1, 0, 0.0, "softmax", 0.0, 0)
+    torch.library.opcheck(torch.ops.longattn.attention.default, args)
+
+
+def test_torch_compile_fullgraph():
+    m = masks.pattern("sliding_window_causal", window=16)
+
+    def f(q, k, v):
+        return longattn.attention(q, k, v, mask=m) * 2.0
+
+    q, k, v = torch.randn(1, 64, 2, 32), torch.randn(1, 64, 2, 32), torch.randn(1, 64, 2, 32)
+    compiled = torch.compile(f, fullgraph=True, backend="eager")
+    assert torch.allclose(compiled(q, k, v), f(q, k, v))
+
+
+def test_hf_mask_conversion_matches_sdpa():
+    from longattn.torch import hf_attention_forward
+
+    class M(torch.nn.Module):
+        is_causal = False
+
+    torch.manual_seed(3)
+    q = torch.randn(2, 4, 20, 32)
+    k = torch.randn(2, 4, 20, 32)
+    v = torch.randn(2, 4, 20, 32)
+    pad = torch.ones(2, 20, dtype=torch.bool)
+    pad[1, 13:] = False
+    mask = pad[:, None, None, :].expand(2, 1, 20, 20)
+    out, _ = hf_attention_forward(M(), q, k, v, mask, scaling=0.2)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.2).transpose(1, 2)
+    assert (out - ref).abs().max() < 1e-5
+
+
+def test_mask_registry_does_not_grow():
+    import gc
+
+    import longattn.torch as lt
+
+    q = torch.randn(1, 16, 1, 32)
+    for _ in range(50):
+        longattn.attention(q, q, q, mask=masks.pattern("sliding_window", window=3))
+    gc.collect()
+    assert len(lt._MASKS) < 5
