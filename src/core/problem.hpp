@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -117,8 +118,20 @@ Operand make_operand(const TensorView& t, bool varlen, const std::vector<std::in
 /// Element conversions shared by all CPU-side code.
 float load_as_float(const void* base, DType dtype, std::int64_t index);
 void store_from_float(void* base, DType dtype, std::int64_t index, float value);
-std::uint16_t float_to_bf16(float value);
-float bf16_to_float(std::uint16_t bits);
+/// fp32 -> bf16, round to nearest even, NaN stays NaN. Inline: the kernels call it per element.
+inline std::uint16_t float_to_bf16(float value) {
+  std::uint32_t bits = 0;
+  std::memcpy(&bits, &value, 4);
+  if ((bits & 0x7fffffffU) > 0x7f800000U) return static_cast<std::uint16_t>((bits >> 16) | 0x40U);
+  bits += 0x7fffU + ((bits >> 16) & 1U);
+  return static_cast<std::uint16_t>(bits >> 16);
+}
+inline float bf16_to_float(std::uint16_t bits) {
+  const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
+  float value = 0;
+  std::memcpy(&value, &wide, 4);
+  return value;
+}
 std::uint16_t float_to_f16(float value);
 float f16_to_float(std::uint16_t bits);
 

@@ -106,22 +106,6 @@ TensorView TensorView::strided(void* data, DType dtype, std::initializer_list<st
 
 namespace detail {
 
-std::uint16_t float_to_bf16(float value) {
-  std::uint32_t bits = 0;
-  std::memcpy(&bits, &value, 4);
-  if ((bits & 0x7fffffffU) > 0x7f800000U) return static_cast<std::uint16_t>((bits >> 16) | 0x40U);
-  // Round to nearest even.
-  bits += 0x7fffU + ((bits >> 16) & 1U);
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
-float bf16_to_float(std::uint16_t bits) {
-  const std::uint32_t wide = static_cast<std::uint32_t>(bits) << 16;
-  float value = 0;
-  std::memcpy(&value, &wide, 4);
-  return value;
-}
-
 float f16_to_float(std::uint16_t bits) {
   const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x8000U) << 16;
   std::uint32_t exponent = (bits >> 10) & 0x1fU;
