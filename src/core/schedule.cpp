@@ -4,8 +4,12 @@
 #include "core/schedule.hpp"
 
 #include <algorithm>
+#include <list>
 #include <map>
+#include <mutex>
+#include <string>
 #include <tuple>
+#include <utility>
 
 #include "core/mask_rows.hpp"
 
@@ -114,6 +118,75 @@ std::int64_t ScheduleSet::total_area() const {
   std::int64_t a = 0;
   for (auto i : index_) a += slots_[static_cast<std::size_t>(i)]->area;
   return a;
+}
+
+namespace {
+
+template <class T>
+void append(std::string& key, const T& value) {
+  key.append(reinterpret_cast<const char*>(&value), sizeof value);
+}
+
+template <class T>
+void append_vector(std::string& key, const std::vector<T>& v) {
+  append(key, v.size());
+  if (!v.empty()) key.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+/// Every input the schedule depends on, as bytes (exact comparison: no hash collisions).
+std::string schedule_key(const Problem& p, std::int64_t tile_q, std::int64_t tile_k) {
+  std::string key;
+  for (auto v : {tile_q, tile_k, p.batch, p.hq, p.window_left, p.window_right, p.num_sinks}) {
+    append(key, v);
+  }
+  append(key, p.causal);
+  for (const auto& s : p.seqs) {
+    append(key, s.sq);
+    append(key, s.skv);
+  }
+  if (p.mask != nullptr) {
+    append(key, p.mask->heads.size());
+    for (const PatternSpec& h : p.mask->heads) {  // field by field: the struct has padding
+      append(key, h.kind);
+      for (auto v : {h.window, h.block, h.prefix, h.stride, h.offset, h.summary, h.dilation,
+                     h.global_blocks, h.window_blocks, h.random_blocks}) {
+        append(key, v);
+      }
+      append(key, h.seed);
+    }
+    append_vector(key, p.mask->doc_lens);
+    if (const BlockSparseLayout* l = p.mask->layout.get()) {
+      for (auto v : {l->block_q, l->block_k, l->batches, l->heads, l->q_blocks}) append(key, v);
+      append_vector(key, l->row_offsets);
+      append_vector(key, l->key_blocks);
+      append_vector(key, l->partial);
+    }
+  }
+  return key;
+}
+
+}  // namespace
+
+std::shared_ptr<const ScheduleSet> cached_schedules(const Problem& problem, std::int64_t tile_q,
+                                                    std::int64_t tile_k) {
+  static std::mutex mutex;
+  static std::list<std::pair<std::string, std::shared_ptr<const ScheduleSet>>> lru;
+  constexpr std::size_t kCapacity = 16;
+  std::string key = schedule_key(problem, tile_q, tile_k);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    for (auto it = lru.begin(); it != lru.end(); ++it) {
+      if (it->first == key) {
+        lru.splice(lru.begin(), lru, it);
+        return lru.front().second;
+      }
+    }
+  }
+  auto built = std::make_shared<const ScheduleSet>(problem, tile_q, tile_k);
+  std::lock_guard<std::mutex> lock(mutex);
+  lru.emplace_front(std::move(key), built);
+  if (lru.size() > kCapacity) lru.pop_back();
+  return built;
 }
 
 }  // namespace longattn::detail

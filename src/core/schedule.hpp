@@ -58,4 +58,10 @@ class ScheduleSet {
   std::vector<std::shared_ptr<const TileSchedule>> slots_;
 };
 
+/// The schedules of `problem` for a tile shape, from a small LRU cache keyed by everything the
+/// schedule depends on (lengths, head counts, options' element rule, the mask's full content),
+/// so repeated calls (layers, steps) reuse the compiled mask.
+std::shared_ptr<const ScheduleSet> cached_schedules(const Problem& problem, std::int64_t tile_q,
+                                                    std::int64_t tile_k);
+
 }  // namespace longattn::detail

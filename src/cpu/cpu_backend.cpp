@@ -102,7 +102,8 @@ void check_supported(const Problem& p) {
 void forward(const Problem& p) {
   check_supported(p);
   const int threads = p.num_threads > 0 ? p.num_threads : default_threads();
-  const ScheduleSet schedules(p, kTile, kTile);
+  const auto schedules_ptr = cached_schedules(p, kTile, kTile);
+  const ScheduleSet& schedules = *schedules_ptr;
   switch (level()) {
     case Level::kAvx512:
       avx512::forward(p, schedules, threads);
@@ -119,7 +120,8 @@ void forward(const Problem& p) {
 void backward(const Problem& p) {
   check_supported(p);
   const int threads = p.num_threads > 0 ? p.num_threads : default_threads();
-  const ScheduleSet schedules(p, kTile, kTile);
+  const auto schedules_ptr = cached_schedules(p, kTile, kTile);
+  const ScheduleSet& schedules = *schedules_ptr;
   switch (level()) {
     case Level::kAvx512:
       avx512::backward(p, schedules, threads);
