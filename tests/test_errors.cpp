@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <vector>
 
 #include "longattn/longattn.hpp"
@@ -195,6 +196,46 @@ TEST(Errors, EmptyAndFullyMaskedRows) {
     EXPECT_EQ(out[static_cast<std::size_t>(i * 16)], 0.0F);
   }
   for (int i = 6; i < 10; ++i) EXPECT_NEAR(out[static_cast<std::size_t>(i * 16)], 0.7F, 1e-6F);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Errors, HugeWindowsMeanUnboundedAndParametersAreBounded) {
+  Fixture a;
+  a.opt.window_right = std::numeric_limits<std::int64_t>::max();
+  a.opt.window_left = std::numeric_limits<std::int64_t>::max();
+  a.run();
+  Fixture b;
+  b.run();
+  EXPECT_EQ(a.out, b.out);
+  static MaskSpec dilated = [] {
+    PatternSpec p{Pattern::kDilatedSlidingWindow};
+    p.window = std::int64_t{1} << 30;
+    p.dilation = std::int64_t{1} << 30;
+    return MaskSpec::of(p);
+  }();
+  expect_error([](Fixture& f) { f.opt.mask = &dilated; }, "mask.heads[0].window", "2^40");
+}
+
+TEST(Errors, SinkLogitsFiniteAndLayoutsWithoutDuplicates) {
+  static std::vector<float> sinks = {0.0F, -INFINITY, 1.0F, 2.0F};
+  expect_error(
+      [](Fixture& f) {
+        f.opt.sink_logits = TensorView::contiguous(sinks.data(), DType::kF32, {4});
+      },
+      "options.sink_logits", "finite");
+  static MaskSpec dup = [] {
+    auto l = std::make_shared<BlockSparseLayout>();
+    l->block_q = 8;
+    l->block_k = 4;
+    l->q_blocks = 1;
+    l->row_offsets = {0, 2};
+    l->key_blocks = {1, 1};
+    return MaskSpec::block_sparse(l);
+  }();
+  expect_error([](Fixture& f) { f.opt.mask = &dup; }, "mask.layout.key_blocks", "twice");
 }
 
 }  // namespace

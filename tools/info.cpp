@@ -106,6 +106,7 @@ void add_info_command(CLI::App& app) {
     for (const auto& b : info.backends) backends += (backends.empty() ? "" : ", ") + b;
     fmt::print("backends:  {}\n", backends);
     fmt::print("cpu simd:  {}\n", info.simd);
+    fmt::print("bf16 fwd:  {}\n", info.bf16_path);
     fmt::print("threads:   {}\n", info.threads);
     fmt::print("gpus:      {}\n", info.gpus.empty() ? std::string("none") : info.gpus.front());
     if (*peak) {

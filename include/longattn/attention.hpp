@@ -17,8 +17,10 @@
 /// out = sum_j softmax_j(x) v_j (an optional per-head sink logit joins the denominator with no
 /// value); sigmoid gives out = sum_j sigmoid(x + sigmoid_bias) v_j. A query that sees no key
 /// gets out = 0 and lse = -inf (or the sink logit when one is given); a logit of -inf counts as
-/// masked. NaN and +inf inputs propagate (forward) exactly to the outputs of the queries that
-/// see them; the backward may spread a non-finite input within its 64x64 tile.
+/// masked. NaN and Inf inputs propagate (forward) to the outputs of the queries that see them,
+/// and to no other query; in V they propagate where the query's fp32 weight for that key is
+/// nonzero (a weight that underflows, a logit ~88 below the row's maximum, does not carry them).
+/// The backward may spread a non-finite input within its 64x64 tile.
 #pragma once
 
 #include <cstdint>

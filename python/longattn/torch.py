@@ -7,8 +7,9 @@ Imported on demand by :func:`longattn.attention` for torch tensors.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
-import weakref
+from collections import OrderedDict
 from typing import List, Optional, Tuple
 
 import torch
@@ -16,28 +17,61 @@ import torch
 from . import _longattn as _core
 from . import masks as _masks
 
-# Custom-op arguments must be tensors or scalars: masks travel as an id into this registry. It
-# holds them weakly (a mask created per call must not live forever); autograd keeps the mask of
-# a forward alive on its context until the backward has run.
-_MASKS: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+# Custom-op arguments must be tensors or scalars: a mask travels as an id into this registry.
+# Masks are registered by content (equal masks share an id, a mask given by name stays alive),
+# strongly, in an LRU of bounded size; autograd keeps its forward's mask on the context.
+# NOTE: under torch.compile a mask is a constant of the compiled graph (build it outside the
+# compiled function); a mask built inside it from tensor data is traced once.
+_MASKS: "OrderedDict[int, object]" = OrderedDict()
+_MASK_KEYS: dict = {}
 _MASK_IDS = itertools.count(1)
+_MASK_CAPACITY = 256
 _LOCK = threading.Lock()
+
+
+def _mask_content(mask) -> tuple:
+    heads = tuple((int(h.kind.value), h.window, h.block, h.prefix, h.stride, h.offset, h.summary,
+                   h.dilation, h.global_blocks, h.window_blocks, h.random_blocks, h.seed)
+                  for h in mask.heads)
+    layout = mask.layout
+    lay = None
+    if layout is not None:
+        lay = (layout.block_q, layout.block_k, layout.batches, layout.heads, layout.q_blocks,
+               tuple(layout.row_offsets), tuple(layout.key_blocks), tuple(layout.partial))
+    return heads, tuple(mask.doc_lens), lay
 
 
 @torch._dynamo.assume_constant_result
 def _mask_id(mask) -> int:
-    # A mask is a constant of the traced program: torch.compile calls this once while tracing.
     if mask is None:
         return 0
     if isinstance(mask, str):
         mask = _masks.pattern(mask)
+    key = _mask_content(mask)
     with _LOCK:
-        for key, value in _MASKS.items():
-            if value is mask:
-                return key
-        key = next(_MASK_IDS)
-        _MASKS[key] = mask
-        return key
+        mid = _MASK_KEYS.get(key)
+        if mid is not None and mid in _MASKS:
+            _MASKS.move_to_end(mid)
+            return mid
+        mid = next(_MASK_IDS)
+        _MASKS[mid] = mask
+        _MASK_KEYS[key] = mid
+        while len(_MASKS) > _MASK_CAPACITY:
+            old, _ = _MASKS.popitem(last=False)
+            for k, v in list(_MASK_KEYS.items()):
+                if v == old:
+                    del _MASK_KEYS[k]
+        return mid
+
+
+def _mask_of(mask_id: int):
+    if mask_id == 0:
+        return None
+    mask = _MASKS.get(mask_id)
+    if mask is None:
+        raise RuntimeError(f"longattn: mask {mask_id} is no longer registered (more than "
+                           f"{_MASK_CAPACITY} distinct masks since it was made)")
+    return mask
 
 
 def _lse_shape(q: torch.Tensor, varlen: bool) -> List[int]:
@@ -45,11 +79,12 @@ def _lse_shape(q: torch.Tensor, varlen: bool) -> List[int]:
 
 
 def _opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap, score,
-          sigmoid_bias, mask_id, cu_q, cu_k):
-    return dict(scale=None if scale < 0 else scale, causal=causal, window_left=window_left,
+          sigmoid_bias, mask_id, threads, cu_q, cu_k):
+    # scale NaN = the default 1/sqrt(D) (custom ops take no Optional[float] defaults here).
+    return dict(scale=None if math.isnan(scale) else scale, causal=causal, window_left=window_left,
                 window_right=window_right, sinks=sinks, sink_logits=sink_logits, softcap=softcap,
-                score=score, sigmoid_bias=sigmoid_bias, mask=_MASKS.get(mask_id),
-                cu_seqlens_q=cu_q, cu_seqlens_k=cu_k)
+                score=score, sigmoid_bias=sigmoid_bias, mask=_mask_of(mask_id),
+                cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, threads=threads)
 
 
 @torch.library.custom_op("longattn::attention", mutates_args=())
@@ -57,20 +92,20 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   sink_logits: Optional[torch.Tensor], cu_q: Optional[torch.Tensor],
                   cu_k: Optional[torch.Tensor], scale: float, causal: bool, window_left: int,
                   window_right: int, sinks: int, softcap: float, score: str, sigmoid_bias: float,
-                  mask_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+                  mask_id: int, threads: int) -> Tuple[torch.Tensor, torch.Tensor]:
     out = torch.empty_like(q)
     softmax = score == "softmax"
     lse = torch.empty(_lse_shape(q, cu_q is not None) if softmax else [0], dtype=torch.float32,
                       device=q.device)
     _core.forward(q, k, v, out, lse if softmax else None,
                   **_opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap,
-                          score, sigmoid_bias, mask_id, cu_q, cu_k))
+                          score, sigmoid_bias, mask_id, threads, cu_q, cu_k))
     return out, lse
 
 
 @_attention_op.register_fake
 def _(q, k, v, sink_logits, cu_q, cu_k, scale, causal, window_left, window_right, sinks, softcap,
-      score, sigmoid_bias, mask_id):
+      score, sigmoid_bias, mask_id, threads):
     shape = _lse_shape(q, cu_q is not None) if score == "softmax" else [0]
     return torch.empty_like(q), q.new_empty(shape, dtype=torch.float32)
 
@@ -81,27 +116,27 @@ def _attention_backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                            sink_logits: Optional[torch.Tensor], cu_q: Optional[torch.Tensor],
                            cu_k: Optional[torch.Tensor], scale: float, causal: bool,
                            window_left: int, window_right: int, sinks: int, softcap: float,
-                           score: str, sigmoid_bias: float,
-                           mask_id: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                           score: str, sigmoid_bias: float, mask_id: int,
+                           threads: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dsink = torch.empty([q.shape[-2]] if sink_logits is not None else [0], dtype=torch.float32,
                         device=q.device)
     _core.backward(q, k, v, out, lse if score == "softmax" else None, dout.contiguous(), dq, dk, dv,
                    dsink if sink_logits is not None else None,
                    **_opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap,
-                           score, sigmoid_bias, mask_id, cu_q, cu_k))
+                           score, sigmoid_bias, mask_id, threads, cu_q, cu_k))
     return dq, dk, dv, dsink
 
 
 @_attention_backward_op.register_fake
 def _(dout, q, k, v, out, lse, sink_logits, cu_q, cu_k, scale, causal, window_left, window_right,
-      sinks, softcap, score, sigmoid_bias, mask_id):
+      sinks, softcap, score, sigmoid_bias, mask_id, threads):
     dsink = q.new_empty([q.shape[-2]] if sink_logits is not None else [0], dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dsink
 
 
 _SCALARS = ("scale", "causal", "window_left", "window_right", "sinks", "softcap", "score",
-            "sigmoid_bias", "mask_id")
+            "sigmoid_bias", "mask_id", "threads")
 
 
 def _setup_context(ctx, inputs, output):
@@ -109,7 +144,7 @@ def _setup_context(ctx, inputs, output):
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, sink_logits, cu_q, cu_k)
     ctx.scalars = inputs[6:]
-    ctx.mask = _MASKS.get(inputs[-1])  # strong reference until the backward
+    ctx.mask = _mask_of(inputs[-2])  # strong reference until the backward
 
 
 def _backward(ctx, dout, dlse):
@@ -143,8 +178,9 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=No
         raise ValueError("return_lse: the log-sum-exp is only defined for score='softmax'")
     left, right = _window(window)
     o, lse = _attention_op(q, k, v, sink_logits, cu_seqlens_q, cu_seqlens_k,
-                           -1.0 if scale is None else float(scale), bool(causal), left, right,
-                           int(sinks), float(softcap), score, float(sigmoid_bias), _mask_id(mask))
+                           math.nan if scale is None else float(scale), bool(causal), left, right,
+                           int(sinks), float(softcap), score, float(sigmoid_bias), _mask_id(mask),
+                           int(threads))
     if out is not None:
         out.copy_(o)
         o = out
@@ -158,7 +194,14 @@ def _mask_from_hf(attention_mask: Optional[torch.Tensor], batch: int, heads: int
     if attention_mask is None:
         return None
     m = attention_mask
-    allowed = m if m.dtype == torch.bool else m > torch.finfo(m.dtype).min / 2
+    if m.dtype == torch.bool:
+        allowed = m
+    else:
+        allowed = m > torch.finfo(m.dtype).min / 2
+        if bool((m[allowed] != 0).any()):
+            raise NotImplementedError("longattn: additive attention masks with bias values "
+                                      "(ALiBi, relative positions) are not supported; only "
+                                      "0 / -inf masks")
     allowed = allowed.expand(batch, allowed.shape[1], sq, skv).to("cpu")
     per_query = not bool((allowed == allowed[:, :, :1, :]).all())
     per_head = allowed.shape[1] > 1

@@ -101,7 +101,14 @@ CallOptions make_options(std::optional<float> scale, bool causal, std::int64_t w
                           "expected 'softmax' or 'sigmoid', got '" + score + "'");
   }
   o.sigmoid_bias = sigmoid_bias;
-  c.mask = std::move(mask);
+  // A private deep copy: the GIL is released during the call and Python may change the
+  // original (its vectors, its layout) from another thread meanwhile.
+  if (mask) {
+    c.mask = std::make_shared<longattn::MaskSpec>(*mask);
+    if (mask->layout) {
+      c.mask->layout = std::make_shared<longattn::BlockSparseLayout>(*mask->layout);
+    }
+  }
   o.mask = c.mask.get();
   o.cu_seqlens_q = optional_view(cu_q, "cu_seqlens_q");
   o.cu_seqlens_k = optional_view(cu_k, "cu_seqlens_k");
@@ -284,6 +291,7 @@ NB_MODULE(_longattn, m) {
     d["version"] = info.version;
     d["backends"] = info.backends;
     d["simd"] = info.simd;
+    d["bf16_path"] = info.bf16_path;
     d["threads"] = info.threads;
     d["gpus"] = info.gpus;
     return d;

@@ -66,7 +66,7 @@ def test_sink_logit_gradient_and_lse():
 
 def test_opcheck():
     q, k, v = torch.randn(1, 33, 2, 32), torch.randn(1, 33, 1, 32), torch.randn(1, 33, 1, 32)
-    args = (q, k, v, None, None, None, -1.0, True, -1, -1, 0, 0.0, "softmax", 0.0, 0)
+    args = (q, k, v, None, None, None, float("nan"), True, -1, -1, 0, 0.0, "softmax", 0.0, 0, 0)
     torch.library.opcheck(torch.ops.longattn.attention.default, args)
 
 
@@ -99,13 +99,25 @@ def test_hf_mask_conversion_matches_sdpa():
     assert (out - ref).abs().max() < 1e-5
 
 
-def test_mask_registry_does_not_grow():
-    import gc
-
+def test_mask_registry_is_by_content_and_bounded():
     import longattn.torch as lt
 
     q = torch.randn(1, 16, 1, 32)
+    before = len(lt._MASKS)
     for _ in range(50):
         longattn.attention(q, q, q, mask=masks.pattern("sliding_window", window=3))
-    gc.collect()
-    assert len(lt._MASKS) < 5
+    assert len(lt._MASKS) <= before + 1
+    for w in range(lt._MASK_CAPACITY + 10):
+        lt._mask_id(masks.pattern("sliding_window", window=w + 100))
+    assert len(lt._MASKS) == lt._MASK_CAPACITY
+
+
+def test_mask_by_name_and_negative_scale():
+    torch.manual_seed(4)
+    q, k, v = torch.randn(1, 50, 2, 32), torch.randn(1, 50, 2, 32), torch.randn(1, 50, 2, 32)
+    by_name = longattn.attention(q, k, v, mask="causal")
+    assert (by_name.double() - sdpa_ref(q, k, v, causal=True)).abs().max() < 2e-5
+    neg = longattn.attention(q, k, v, scale=-0.1)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        *(x.transpose(1, 2).double() for x in (q, k, v)), scale=-0.1).transpose(1, 2)
+    assert (neg.double() - ref).abs().max() < 2e-5

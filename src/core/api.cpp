@@ -50,7 +50,9 @@ void log_choice(const char* op, const detail::Problem& p, Backend b) {
                static_cast<long long>(p.batch), static_cast<long long>(p.hq),
                static_cast<long long>(p.hkv), static_cast<long long>(p.dim), dtype_name(p.dtype),
                p.varlen ? " varlen" : "", backend_name(b),
-               b == Backend::kCPU ? detail::cpu::simd_level() : "float64");
+               b != Backend::kCPU        ? "float64"
+               : p.dtype == DType::kBF16 ? detail::cpu::bf16_forward_path(p.dim)
+                                         : detail::cpu::simd_level());
 }
 
 }  // namespace
@@ -104,6 +106,7 @@ RuntimeInfo runtime_info() {
   info.version = LONGATTN_VERSION;
   info.backends = {"reference", "cpu"};
   info.simd = detail::cpu::simd_level();
+  info.bf16_path = detail::cpu::bf16_forward_path(128);
   info.threads = detail::cpu::default_threads();
   return info;
 }

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Argument validation: every check names the argument, the value and what was expected.
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/mask_rows.hpp"
 #include "core/problem.hpp"
@@ -127,6 +130,8 @@ Operand make_operand(const TensorView& t, bool varlen, const std::vector<std::in
 
 namespace {
 
+constexpr std::int64_t kMaxMaskParameter = std::int64_t{1} << 40;
+
 void check_pattern(const PatternSpec& p, const std::string& arg, const MaskSpec& mask,
                    std::int64_t hq) {
   auto positive = [&](std::int64_t value, const char* field) {
@@ -135,6 +140,16 @@ void check_pattern(const PatternSpec& p, const std::string& arg, const MaskSpec&
   auto non_negative = [&](std::int64_t value, const char* field) {
     if (value < 0) fail(arg + "." + field, "expected >= 0, got " + std::to_string(value));
   };
+  // Bounded so that window * dilation, 2 * window and block products stay far from overflow.
+  for (const auto& [value, field] :
+       {std::pair{p.window, "window"}, std::pair{p.block, "block"}, std::pair{p.prefix, "prefix"},
+        std::pair{p.stride, "stride"}, std::pair{p.summary, "summary"},
+        std::pair{p.dilation, "dilation"}, std::pair{p.global_blocks, "global_blocks"},
+        std::pair{p.window_blocks, "window_blocks"}, std::pair{p.random_blocks, "random_blocks"}}) {
+    if (value > kMaxMaskParameter) {
+      fail(arg + "." + field, "expected <= 2^40, got " + std::to_string(value));
+    }
+  }
   switch (p.kind) {
     case Pattern::kSlidingWindow:
     case Pattern::kSlidingWindowCausal:
@@ -164,10 +179,17 @@ void check_pattern(const PatternSpec& p, const std::string& arg, const MaskSpec&
       non_negative(p.global_blocks, "global_blocks");
       non_negative(p.window_blocks, "window_blocks");
       non_negative(p.random_blocks, "random_blocks");
+      if (p.global_blocks + p.window_blocks + 1 > kMaxMaskParameter / p.block) {
+        fail(arg + ".block", "(global_blocks + window_blocks + 1) * block must be <= 2^40");
+      }
       break;
     case Pattern::kDilatedSlidingWindow:
       non_negative(p.window, "window");
       positive(p.dilation, "dilation");
+      if (p.window > kMaxMaskParameter / p.dilation) {
+        fail(arg + ".window", "window * dilation must be <= 2^40, got " + std::to_string(p.window) +
+                                  " * " + std::to_string(p.dilation));
+      }
       break;
     case Pattern::kShard:
       non_negative(p.window, "window");
@@ -237,6 +259,17 @@ void check_layout(const BlockSparseLayout& l, const Problem& p) {
       fail(a + ".key_blocks", "entry " + std::to_string(i) + " = " +
                                   std::to_string(l.key_blocks[i]) + " is outside [0, " +
                                   std::to_string(kb_max) + ")");
+    }
+  }
+  std::vector<std::int32_t> row;
+  for (std::size_t r = 0; r + 1 < l.row_offsets.size(); ++r) {
+    row.assign(l.key_blocks.begin() + l.row_offsets[r],
+               l.key_blocks.begin() + l.row_offsets[r + 1]);
+    std::sort(row.begin(), row.end());
+    if (std::adjacent_find(row.begin(), row.end()) != row.end()) {
+      fail(a + ".key_blocks", "row " + std::to_string(r) + " lists key block " +
+                                  std::to_string(*std::adjacent_find(row.begin(), row.end())) +
+                                  " twice, expected each key block at most once per row");
     }
   }
 }
@@ -366,8 +399,11 @@ Shapes fill_inputs(Problem& p, const TensorView& q, const TensorView& k, const T
     fail("options.window_right",
          "expected -1 (unbounded) or >= 0, got " + std::to_string(o.window_right));
   }
-  p.window_left = o.window_left;
-  p.window_right = o.window_right;
+  // A window wider than both sequences is unbounded; keeping it as given could overflow qp +- w.
+  std::int64_t longest = 0;
+  for (const auto& seq : p.seqs) longest = std::max({longest, seq.sq, seq.skv});
+  p.window_left = o.window_left > 2 * longest ? -1 : o.window_left;
+  p.window_right = o.window_right > 2 * longest ? -1 : o.window_right;
   if (o.num_sinks < 0) {
     fail("options.num_sinks", "expected >= 0, got " + std::to_string(o.num_sinks));
   }
@@ -398,8 +434,12 @@ Shapes fill_inputs(Problem& p, const TensorView& q, const TensorView& k, const T
     }
     p.sink_logits.resize(static_cast<std::size_t>(p.hq));
     for (std::int64_t h = 0; h < p.hq; ++h) {
-      p.sink_logits[static_cast<std::size_t>(h)] =
-          static_cast<const float*>(t.data)[h * t.strides[0]];
+      const float value = static_cast<const float*>(t.data)[h * t.strides[0]];
+      if (!std::isfinite(value)) {
+        fail("options.sink_logits", "entry " + std::to_string(h) + " is " + std::to_string(value) +
+                                        ", expected a finite logit");
+      }
+      p.sink_logits[static_cast<std::size_t>(h)] = value;
     }
   }
   if (o.num_threads < 0) {
@@ -508,6 +548,7 @@ Problem make_backward_problem(const TensorView& q, const TensorView& k, const Te
       fail("dsink_logits", "given, but options.sink_logits is absent");
     }
     check_basic(dsink_logits, "dsink_logits");
+    expect_device(dsink_logits, "dsink_logits", q.device);
     expect_dtype(dsink_logits, "dsink_logits", DType::kF32, "sink logits are fp32");
     if (dsink_logits.rank != 1 || dsink_logits.shape[0] != p.hq) {
       fail("dsink_logits",

@@ -90,6 +90,18 @@ const char* simd_level() {
 
 int default_threads() { return omp_get_max_threads(); }
 
+const char* bf16_forward_path(std::int64_t dim) {
+  switch (level()) {
+    case Level::kAvx512:
+      return avx512::bf16_forward_path(dim);
+    case Level::kAvx2:
+      return avx2::bf16_forward_path(dim);
+    case Level::kGeneric:
+      return generic::bf16_forward_path(dim);
+  }
+  return "?";
+}
+
 void check_supported(const Problem& p) {
   if (p.dim % 16 != 0 || p.dim > 512) {
     throw Error(

@@ -11,6 +11,8 @@ void check_supported(const Problem& p);
 void forward(const Problem& p);
 void backward(const Problem& p);
 int default_threads();
+/// How bf16 forward products run for head dim `dim` here: "amx", "avx512bf16" or "fp32".
+const char* bf16_forward_path(std::int64_t dim);
 const char* simd_level();
 
 }  // namespace longattn::detail::cpu

@@ -15,7 +15,7 @@ inline constexpr std::int64_t kTile = 64;
   namespace ns {                                                              \
   void forward(const Problem& p, const ScheduleSet& schedules, int threads);  \
   void backward(const Problem& p, const ScheduleSet& schedules, int threads); \
-  bool has_bf16_dot();                                                        \
+  const char* bf16_forward_path(std::int64_t dim);                            \
   }
 
 LONGATTN_DECLARE_ENGINE(avx512)
@@ -23,7 +23,7 @@ LONGATTN_DECLARE_ENGINE(avx2)
 LONGATTN_DECLARE_ENGINE(generic)
 #undef LONGATTN_DECLARE_ENGINE
 
-/// The instruction set the dispatcher selects ("avx512bf16", "avx2", "generic").
+/// The instruction set the dispatcher selects ("avx512", "avx2", "generic").
 const char* simd_level();
 
 }  // namespace longattn::detail::cpu
