@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 from . import _longattn as _core
 from . import masks
-from ._frameworks import empty, empty_like, is_torch
+from ._frameworks import empty, empty_like, is_torch, wrap
 
 __version__ = _core.__version__
 
@@ -104,6 +104,7 @@ def attention(q, k, v, *, causal: bool = False, window: Union[None, int, Tuple[i
             raise ValueError("return_lse: the log-sum-exp is only defined for score='softmax'")
         lse = empty(q, _lse_shape(q, cu_seqlens_q is not None), "float32")
     _core.forward(q, k, v, out, lse, **opts)
+    out, lse = wrap(q, out), wrap(q, lse)
     return (out, lse) if return_lse else out
 
 
@@ -123,4 +124,5 @@ def attention_backward(dout, q, k, v, out, lse, *, causal: bool = False,
     dv = empty_like(v) if dv is None else dv
     dsink = empty(q, (q.shape[-2],), "float32") if sink_logits is not None else None
     _core.backward(q, k, v, out, lse, dout, dq, dk, dv, dsink, **opts)
+    dq, dk, dv, dsink = (wrap(q, x) for x in (dq, dk, dv, dsink))
     return (dq, dk, dv) if dsink is None else (dq, dk, dv, dsink)

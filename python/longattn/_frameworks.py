@@ -13,15 +13,21 @@ def _is_numpy(x) -> bool:
     return type(x).__module__.split(".")[0] == "numpy"
 
 
+def _is_jax(x) -> bool:
+    return type(x).__module__.split(".")[0] in ("jax", "jaxlib")
+
+
 def empty(like, shape: Tuple[int, ...], dtype: str = None):
-    """An uninitialized array of `shape` in `like`'s framework and device; dtype None = like's."""
+    """An uninitialized array of `shape` in `like`'s framework and device; dtype None = like's.
+
+    JAX arrays are immutable: their outputs are NumPy buffers, handed back by ``wrap``."""
     if is_torch(like):
         import torch
         dt = like.dtype if dtype is None else getattr(torch, dtype)
         return torch.empty(shape, dtype=dt, device=like.device)
-    if _is_numpy(like):
+    if _is_numpy(like) or _is_jax(like):
         import numpy as np
-        return np.empty(shape, dtype=like.dtype if dtype is None else dtype)
+        return np.empty(shape, dtype=np.dtype(like.dtype) if dtype is None else dtype)
     if hasattr(like, "__array_namespace__"):
         xp = like.__array_namespace__()
         dt = like.dtype if dtype is None else getattr(xp, dtype)
@@ -34,3 +40,11 @@ def empty(like, shape: Tuple[int, ...], dtype: str = None):
 
 def empty_like(like):
     return empty(like, tuple(like.shape))
+
+
+def wrap(like, array):
+    """`array` (written by longattn) in `like`'s framework, without a copy where possible."""
+    if array is None or not _is_jax(like):
+        return array
+    import jax.numpy as jnp
+    return jnp.asarray(array)  # NOTE: a copy on CPU; JAX arrays are immutable

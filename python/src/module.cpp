@@ -23,10 +23,15 @@ namespace {
 using longattn::DType;
 using longattn::TensorView;
 
+/// Inputs may be read-only (JAX, NumPy views of immutable buffers); outputs must be writable.
+using In = nb::ndarray<nb::ro>;
+using Out = nb::ndarray<>;
+
 /// A TensorView over a DLPack array (no copy). `name` labels errors.
-TensorView view_of(const nb::ndarray<>& a, const char* name) {
+template <class Array>
+TensorView view_of(const Array& a, const char* name) {
   TensorView t;
-  t.data = a.data();
+  t.data = const_cast<void*>(static_cast<const void*>(a.data()));
   const nb::dlpack::dtype dt = a.dtype();
   if (dt == nb::dtype<float>()) {
     t.dtype = DType::kF32;
@@ -66,7 +71,8 @@ TensorView view_of(const nb::ndarray<>& a, const char* name) {
   return t;
 }
 
-TensorView optional_view(const std::optional<nb::ndarray<>>& a, const char* name) {
+template <class Array>
+TensorView optional_view(const std::optional<Array>& a, const char* name) {
   return a ? view_of(*a, name) : TensorView{};
 }
 
@@ -77,12 +83,10 @@ struct CallOptions {
 
 CallOptions make_options(std::optional<float> scale, bool causal, std::int64_t window_left,
                          std::int64_t window_right, std::int64_t sinks,
-                         const std::optional<nb::ndarray<>>& sink_logits, float softcap,
+                         const std::optional<In>& sink_logits, float softcap,
                          const std::string& score, float sigmoid_bias,
-                         std::shared_ptr<longattn::MaskSpec> mask,
-                         const std::optional<nb::ndarray<>>& cu_q,
-                         const std::optional<nb::ndarray<>>& cu_k, const std::string& backend,
-                         int threads) {
+                         std::shared_ptr<longattn::MaskSpec> mask, const std::optional<In>& cu_q,
+                         const std::optional<In>& cu_k, const std::string& backend, int threads) {
   CallOptions c;
   auto& o = c.o;
   o.scale = scale;
@@ -243,13 +247,12 @@ NB_MODULE(_longattn, m) {
 
   m.def(
       "forward",
-      [](const nb::ndarray<>& q, const nb::ndarray<>& k, const nb::ndarray<>& v,
-         const nb::ndarray<>& out, const std::optional<nb::ndarray<>>& lse,
+      [](const In& q, const In& k, const In& v, const Out& out, const std::optional<Out>& lse,
          std::optional<float> scale, bool causal, std::int64_t wl, std::int64_t wr,
-         std::int64_t sinks, const std::optional<nb::ndarray<>>& sink_logits, float softcap,
+         std::int64_t sinks, const std::optional<In>& sink_logits, float softcap,
          const std::string& score, float bias, std::shared_ptr<longattn::MaskSpec> mask,
-         const std::optional<nb::ndarray<>>& cu_q, const std::optional<nb::ndarray<>>& cu_k,
-         const std::string& backend, int threads) {
+         const std::optional<In>& cu_q, const std::optional<In>& cu_k, const std::string& backend,
+         int threads) {
         const CallOptions c =
             make_options(scale, causal, wl, wr, sinks, sink_logits, softcap, score, bias,
                          std::move(mask), cu_q, cu_k, backend, threads);
@@ -262,15 +265,13 @@ NB_MODULE(_longattn, m) {
 
   m.def(
       "backward",
-      [](const nb::ndarray<>& q, const nb::ndarray<>& k, const nb::ndarray<>& v,
-         const nb::ndarray<>& out, const std::optional<nb::ndarray<>>& lse,
-         const nb::ndarray<>& dout, const nb::ndarray<>& dq, const nb::ndarray<>& dk,
-         const nb::ndarray<>& dv, const std::optional<nb::ndarray<>>& dsink,
-         std::optional<float> scale, bool causal, std::int64_t wl, std::int64_t wr,
-         std::int64_t sinks, const std::optional<nb::ndarray<>>& sink_logits, float softcap,
+      [](const In& q, const In& k, const In& v, const In& out, const std::optional<In>& lse,
+         const In& dout, const Out& dq, const Out& dk, const Out& dv,
+         const std::optional<Out>& dsink, std::optional<float> scale, bool causal, std::int64_t wl,
+         std::int64_t wr, std::int64_t sinks, const std::optional<In>& sink_logits, float softcap,
          const std::string& score, float bias, std::shared_ptr<longattn::MaskSpec> mask,
-         const std::optional<nb::ndarray<>>& cu_q, const std::optional<nb::ndarray<>>& cu_k,
-         const std::string& backend, int threads) {
+         const std::optional<In>& cu_q, const std::optional<In>& cu_k, const std::string& backend,
+         int threads) {
         const CallOptions c =
             make_options(scale, causal, wl, wr, sinks, sink_logits, softcap, score, bias,
                          std::move(mask), cu_q, cu_k, backend, threads);

@@ -149,3 +149,15 @@ def test_sigmoid_and_block_sparse():
         got = longattn.attention(q, k, v, **kw)
         ref = longattn.attention(q, k, v, backend="reference", **kw)
         assert np.abs(got - ref).max() < 2e-5
+
+
+def test_read_only_inputs_and_jax():
+    q = rand(1, 64, 2, 32, seed=20)
+    q.setflags(write=False)  # e.g. NumPy views of immutable buffers
+    ref = longattn.attention(q, q, q, causal=True, backend="reference")
+    assert np.abs(longattn.attention(q, q, q, causal=True) - ref).max() < 2e-5
+    jnp = pytest.importorskip("jax.numpy", reason="JAX is not installed")
+    qj = jnp.asarray(q)
+    out = longattn.attention(qj, qj, qj, causal=True)
+    assert type(out).__module__.split(".")[0] in ("jax", "jaxlib")
+    assert np.abs(np.asarray(out) - ref).max() < 2e-5
