@@ -732,7 +732,64 @@ std::vector<Case> default_cases(bool quick) {
     c.dim = 32;
     both(c);
   }
-  // 8. Non-finite inputs propagate exactly where the oracle says.
+  // 8. Decode shapes (few queries per KV head: the split-KV path), with masks, GQA, varlen and
+  // every dtype.
+  {
+    struct Decode {
+      const char* name;
+      std::int64_t hq, hkv, sq, skv;
+      DType dtype;
+    };
+    const Decode decodes[] = {
+        {"decode", 8, 2, 1, 1000, DType::kF32}, {"decode", 32, 4, 1, 300, DType::kF32},
+        {"decode", 8, 1, 3, 517, DType::kBF16}, {"decode", 4, 4, 16, 200, DType::kF16},
+        {"decode", 4, 2, 7, 129, DType::kF32},
+    };
+    int n = 0;
+    for (const auto& d : decodes) {
+      if (quick && n++ > 1) break;
+      Case c;
+      c.variant = d.name;
+      c.hq = d.hq;
+      c.hkv = d.hkv;
+      c.sq = d.sq;
+      c.skv = d.skv;
+      c.dtype = d.dtype;
+      c.causal = true;
+      both(c);
+      c.causal = false;
+      c.variant = "decode+mask";
+      c.mask = MaskSpec::of(scaled_pattern(Pattern::kSlidingWindowCausal, d.skv, d.skv / 5));
+      c.num_sinks = 2;
+      c.sink_logits = true;
+      add(c);
+      c.mask = MaskSpec::with_documents(scaled_pattern(Pattern::kCausalDocument, d.skv),
+                                        scaled_documents(d.skv));
+      c.variant = "decode+doc+softcap";
+      c.softcap = 3.0F;
+      add(c);
+    }
+    Case v;
+    v.variant = "decode+varlen";
+    v.layout = Layout::kVarlen;
+    v.hq = 8;
+    v.hkv = 2;
+    v.dim = 64;
+    v.batch = 4;
+    v.seqlens_q = {1, 1, 0, 1};
+    v.seqlens_k = {300, 1, 50, 0};
+    v.causal = true;
+    both(v);
+    Case nf = v;
+    nf.variant = "decode+nan/inf";
+    nf.layout = Layout::kContiguous;
+    nf.batch = 1;
+    nf.sq = 2;
+    nf.skv = 200;
+    nf.nonfinite = true;
+    add(nf);
+  }
+  // 9. Non-finite inputs propagate exactly where the oracle says.
   for (bool causal : {false, true}) {
     Case c;
     c.variant = "nan/inf";
