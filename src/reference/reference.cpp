@@ -209,7 +209,7 @@ void forward(const Problem& p, Rounding rounding) {
   }
 }
 
-void backward(const Problem& p) {
+void backward(const Problem& p, Rounding rounding) {
   RowWeights w;
   std::vector<double> dsink(static_cast<std::size_t>(p.hq), 0.0);
   for (std::int64_t b = 0; b < p.batch; ++b) {
@@ -220,7 +220,7 @@ void backward(const Problem& p) {
       std::vector<double> dv(kv_elems, 0.0);
       for (std::int64_t h = kvh * p.group(); h < (kvh + 1) * p.group(); ++h) {
         for (std::int64_t i = 0; i < seq.sq; ++i) {
-          row_weights(p, b, h, i, {}, w);
+          row_weights(p, b, h, i, rounding, w);
           std::vector<double> dq(static_cast<std::size_t>(p.dim), 0.0);
           std::vector<double> dp(static_cast<std::size_t>(seq.skv), 0.0);
           double rowdot = 0.0;  // D_i = sum_j P_ij dP_ij
@@ -231,8 +231,8 @@ void backward(const Problem& p) {
             for (std::int64_t d = 0; d < p.dim; ++d) {
               s += load(p.dout, b, i, h, d) * load(p.v, b, j, kvh, d);
             }
-            dp[static_cast<std::size_t>(j)] = s;
-            rowdot += pj * s;
+            dp[static_cast<std::size_t>(j)] = round_to(s, rounding);
+            rowdot += pj * dp[static_cast<std::size_t>(j)];
           }
           if (p.score == ScoreFn::kSoftmax && p.has_sink_logits()) {
             dsink[static_cast<std::size_t>(h)] -= w.sink_weight * rowdot;
@@ -247,7 +247,7 @@ void backward(const Problem& p) {
               const double t = w.logits[uj] / p.softcap;
               dx *= 1.0 - t * t;
             }
-            const double dr = dx * p.scale;
+            const double dr = round_to(dx * p.scale, rounding);
             for (std::int64_t d = 0; d < p.dim; ++d) {
               const auto ud = static_cast<std::size_t>(d);
               dq[ud] += dr * load(p.k, b, j, kvh, d);

@@ -22,7 +22,8 @@ struct Rounding {
 /// Forward into p.out / p.lse.
 void forward(const Problem& p, Rounding rounding = {});
 /// Backward into p.dq / p.dk / p.dv / p.dsink; recomputes the forward itself (p.out and p.lse
-/// are not read).
-void backward(const Problem& p);
+/// are not read). With rounding, P, dP and dS are rounded to the dtype as a naive computation
+/// in that dtype would.
+void backward(const Problem& p, Rounding rounding = {});
 
 }  // namespace longattn::detail::reference
