@@ -258,8 +258,10 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--S", a->lengths, "Query length(s), comma separated");
   cmd->add_option("--Skv", a->skv, "Key length (default: S)");
   cmd->add_option("--D", a->dim, "Head dim");
-  cmd->add_option("--mask", a->masks,
-                  "Mask name(s), comma separated (see `longattn check` or docs/API.md)");
+  std::string mask_names;
+  for (Pattern pat : all_patterns())
+    mask_names += std::string(mask_names.empty() ? "" : ", ") + pattern_name(pat);
+  cmd->add_option("--mask", a->masks, "Mask name(s), comma separated: " + mask_names);
   cmd->add_option("--window", a->window, "Window of sliding-window masks (default S/16)");
   cmd->add_option("--doc-len", a->doc_len, "Fixed document length (default: seeded S/64..S/4)");
   cmd->add_flag("--fwd", a->fwd, "Forward only");
