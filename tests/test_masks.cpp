@@ -52,7 +52,9 @@ void check_mask(const MaskSpec& mask, std::int64_t sq, std::int64_t skv, std::in
         area += ref;
       }
     }
-    for (const auto& [tq, tk] : {std::pair<std::int64_t, std::int64_t>{64, 64}, {16, 32}}) {
+    // 64x64 is the CPU tile; 128x64 (two bitmask words per key row) the shape of GPU kernels.
+    for (const auto& [tq, tk] :
+         {std::pair<std::int64_t, std::int64_t>{64, 64}, {16, 32}, {128, 64}}) {
       const auto s = build_tile_schedule(mr, tq, tk);
       ASSERT_EQ(s->area, area) << what;
       for (std::int64_t qt = 0; qt < s->q_tiles; ++qt) {
@@ -72,7 +74,7 @@ void check_mask(const MaskSpec& mask, std::int64_t sq, std::int64_t skv, std::in
               seen += ref;
               ++total;
               if (idx >= 0) {
-                const bool bit = (s->tile_bits(idx)[j - kt * tk] >> (i - qt * tq)) & 1U;
+                const bool bit = s->visible_in(idx, i - qt * tq, j - kt * tk);
                 ASSERT_EQ(bit, ref) << what << " bitmask at " << i << "," << j;
               }
             }

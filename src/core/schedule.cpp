@@ -62,20 +62,21 @@ std::shared_ptr<const TileSchedule> build_tile_schedule(const MaskRows& rows, st
         s->bits_index.push_back(-1);
         continue;
       }
-      const auto index =
-          static_cast<std::int32_t>(s->bits.size() / static_cast<std::size_t>(tile_k));
+      const std::int64_t wpr = s->words_per_row();
+      const auto tile_words = static_cast<std::size_t>(tile_k * wpr);
+      const auto index = static_cast<std::int32_t>(s->bits.size() / tile_words);
       s->bits_index.push_back(index);
-      s->bits.resize(s->bits.size() + static_cast<std::size_t>(tile_k), 0);
-      std::uint64_t* words =
-          s->bits.data() + static_cast<std::size_t>(index) * static_cast<std::size_t>(tile_k);
+      s->bits.resize(s->bits.size() + tile_words, 0);
+      std::uint64_t* words = s->bits.data() + static_cast<std::size_t>(index) * tile_words;
       const std::int64_t k0 = kt * tile_k;
       const std::int64_t k1 = std::min(k0 + tile_k, s->skv);
       for (std::int64_t i = q0; i < q1; ++i) {
-        const std::uint64_t bit = std::uint64_t{1} << static_cast<unsigned>(i - q0);
+        const std::uint64_t bit = std::uint64_t{1} << static_cast<unsigned>((i - q0) % 64);
+        const std::int64_t word = (i - q0) / 64;
         for (const auto& r : tile_rows[static_cast<std::size_t>(i - q0)]) {
           const std::int64_t lo = std::max(r.lo, k0);
           const std::int64_t hi = std::min(r.hi, k1);
-          for (std::int64_t j = lo; j < hi; ++j) words[j - k0] |= bit;
+          for (std::int64_t j = lo; j < hi; ++j) words[(j - k0) * wpr + word] |= bit;
         }
       }
     }

@@ -15,7 +15,7 @@ class MaskRows;
 
 /// The schedule of one (batch entry, head) for one tile shape.
 struct TileSchedule {
-  std::int64_t tile_q = 64;  // <= 64: one bitmask word per key row
+  std::int64_t tile_q = 64;
   std::int64_t tile_k = 64;
   std::int64_t sq = 0;
   std::int64_t skv = 0;
@@ -24,12 +24,21 @@ struct TileSchedule {
   std::vector<std::int64_t> row_offsets;  // q_tiles + 1
   std::vector<std::int32_t> key_tile;     // per entry
   std::vector<std::int32_t> bits_index;   // per entry: -1 = FULL, else index of its bitmask
-  /// Per PARTIAL tile: tile_k words; bit (i - q0) of word (j - k0) says query i sees key j.
+  /// Per PARTIAL tile: tile_k rows of words_per_row() words; query i sees key j when bit
+  /// (i - q0) % 64 of word (j - k0) * words_per_row() + (i - q0) / 64 is set. With tile_q <= 64
+  /// (the CPU engine) that is one word per key row.
   std::vector<std::uint64_t> bits;
   std::int64_t area = 0;  // visible (query, key) pairs
 
+  [[nodiscard]] std::int64_t words_per_row() const { return (tile_q + 63) / 64; }
   [[nodiscard]] const std::uint64_t* tile_bits(std::int32_t index) const {
-    return bits.data() + static_cast<std::size_t>(index) * static_cast<std::size_t>(tile_k);
+    return bits.data() +
+           static_cast<std::size_t>(index) * static_cast<std::size_t>(tile_k * words_per_row());
+  }
+  /// True when query q0 + qi sees key k0 + kj in the PARTIAL tile `index`.
+  [[nodiscard]] bool visible_in(std::int32_t index, std::int64_t qi, std::int64_t kj) const {
+    const std::uint64_t word = tile_bits(index)[kj * words_per_row() + qi / 64];
+    return ((word >> static_cast<unsigned>(qi % 64)) & 1U) != 0;
   }
   /// Number of scheduled key tiles of query tile qt.
   [[nodiscard]] std::int64_t count(std::int64_t qt) const {
