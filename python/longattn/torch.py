@@ -10,11 +10,12 @@ import itertools
 import math
 import threading
 from collections import OrderedDict
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
 from . import _longattn as _core
+from . import _lse_shape, _window
 from . import masks as _masks
 
 # Custom-op arguments must be tensors or scalars: a mask travels as an id into this registry.
@@ -72,10 +73,6 @@ def _mask_of(mask_id: int):
         raise RuntimeError(f"longattn: mask {mask_id} is no longer registered (more than "
                            f"{_MASK_CAPACITY} distinct masks since it was made)")
     return mask
-
-
-def _lse_shape(q: torch.Tensor, varlen: bool) -> List[int]:
-    return [q.shape[1], q.shape[0]] if varlen else [q.shape[0], q.shape[2], q.shape[1]]
 
 
 def _opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap, score,
@@ -157,14 +154,6 @@ def _backward(ctx, dout, dlse):
 
 
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _window(window) -> Tuple[int, int]:
-    if window is None:
-        return (-1, -1)
-    if isinstance(window, int):
-        return (window, window)
-    return (int(window[0]), int(window[1]))
 
 
 def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=None, softcap=0.0,

@@ -132,8 +132,7 @@ namespace {
 
 constexpr std::int64_t kMaxMaskParameter = std::int64_t{1} << 40;
 
-void check_pattern(const PatternSpec& p, const std::string& arg, const MaskSpec& mask,
-                   std::int64_t hq) {
+void check_pattern(const PatternSpec& p, const std::string& arg, const MaskSpec& mask) {
   auto positive = [&](std::int64_t value, const char* field) {
     if (value <= 0) fail(arg + "." + field, "expected > 0, got " + std::to_string(value));
   };
@@ -205,7 +204,6 @@ void check_pattern(const PatternSpec& p, const std::string& arg, const MaskSpec&
     default:
       break;
   }
-  (void)hq;
 }
 
 void check_layout(const BlockSparseLayout& l, const Problem& p) {
@@ -283,7 +281,7 @@ void check_mask(Problem& p, const MaskSpec& mask) {
   bool uses_layout = false;
   for (std::size_t h = 0; h < mask.heads.size(); ++h) {
     const auto& pat = mask.heads[h];
-    check_pattern(pat, "mask.heads[" + std::to_string(h) + "]", mask, p.hq);
+    check_pattern(pat, "mask.heads[" + std::to_string(h) + "]", mask);
     uses_docs |= pattern_uses_documents(pat.kind);
     uses_layout |= pat.kind == Pattern::kBlockSparse;
   }

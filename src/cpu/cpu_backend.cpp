@@ -76,31 +76,42 @@ Level level() {
 
 }  // namespace
 
-const char* simd_level() {
+namespace {
+
+/// The entry points of one compiled instruction set.
+struct Engine {
+  const char* name;
+  void (*forward)(const Problem&, const ScheduleSet&, int);
+  void (*backward)(const Problem&, const ScheduleSet&, int);
+  const char* (*bf16_forward_path)(std::int64_t);
+};
+
+const Engine& engine() {
+  static const Engine avx512_engine{"avx512", avx512::forward, avx512::backward,
+                                    avx512::bf16_forward_path};
+  static const Engine avx2_engine{"avx2", avx2::forward, avx2::backward, avx2::bf16_forward_path};
+  static const Engine generic_engine{"generic", generic::forward, generic::backward,
+                                     generic::bf16_forward_path};
   switch (level()) {
     case Level::kAvx512:
-      return "avx512";
+      return avx512_engine;
     case Level::kAvx2:
-      return "avx2";
+      return avx2_engine;
     case Level::kGeneric:
-      return "generic";
+      break;
   }
-  return "?";
+  return generic_engine;
 }
+
+int threads_for(const Problem& p) { return p.num_threads > 0 ? p.num_threads : default_threads(); }
+
+}  // namespace
+
+const char* simd_level() { return engine().name; }
 
 int default_threads() { return omp_get_max_threads(); }
 
-const char* bf16_forward_path(std::int64_t dim) {
-  switch (level()) {
-    case Level::kAvx512:
-      return avx512::bf16_forward_path(dim);
-    case Level::kAvx2:
-      return avx2::bf16_forward_path(dim);
-    case Level::kGeneric:
-      return generic::bf16_forward_path(dim);
-  }
-  return "?";
-}
+const char* bf16_forward_path(std::int64_t dim) { return engine().bf16_forward_path(dim); }
 
 void check_supported(const Problem& p) {
   if (p.dim % 16 != 0 || p.dim > 512) {
@@ -113,38 +124,12 @@ void check_supported(const Problem& p) {
 
 void forward(const Problem& p) {
   check_supported(p);
-  const int threads = p.num_threads > 0 ? p.num_threads : default_threads();
-  const auto schedules_ptr = cached_schedules(p, kTile, kTile);
-  const ScheduleSet& schedules = *schedules_ptr;
-  switch (level()) {
-    case Level::kAvx512:
-      avx512::forward(p, schedules, threads);
-      return;
-    case Level::kAvx2:
-      avx2::forward(p, schedules, threads);
-      return;
-    case Level::kGeneric:
-      generic::forward(p, schedules, threads);
-      return;
-  }
+  engine().forward(p, *cached_schedules(p, kTile, kTile), threads_for(p));
 }
 
 void backward(const Problem& p) {
   check_supported(p);
-  const int threads = p.num_threads > 0 ? p.num_threads : default_threads();
-  const auto schedules_ptr = cached_schedules(p, kTile, kTile);
-  const ScheduleSet& schedules = *schedules_ptr;
-  switch (level()) {
-    case Level::kAvx512:
-      avx512::backward(p, schedules, threads);
-      return;
-    case Level::kAvx2:
-      avx2::backward(p, schedules, threads);
-      return;
-    case Level::kGeneric:
-      generic::backward(p, schedules, threads);
-      return;
-  }
+  engine().backward(p, *cached_schedules(p, kTile, kTile), threads_for(p));
 }
 
 }  // namespace longattn::detail::cpu
