@@ -7,6 +7,7 @@
 #include <string>
 
 #include "check/cases.hpp"
+#include "cuda/cuda_backend.hpp"
 #include "longattn/longattn.hpp"
 #include "tools/commands.hpp"
 
@@ -23,7 +24,7 @@ void add_check_command(CLI::App& app) {
     bool verbose = false;
   };
   auto args = std::make_shared<Args>();
-  cmd->add_option("--device", args->device, "cpu (the CUDA backend is not in this build)")
+  cmd->add_option("--device", args->device, "cpu, cuda (oracle on the CPU) or reference")
       ->check(CLI::IsMember({"cpu", "cuda", "reference"}));
   cmd->add_flag("--quick", args->quick, "The reduced case list");
   cmd->add_option("--filter", args->filter, "Only cases whose variant or mask contains this text");
@@ -34,6 +35,12 @@ void add_check_command(CLI::App& app) {
     const Backend backend = args->device == "cuda"        ? Backend::kCUDA
                             : args->device == "reference" ? Backend::kReference
                                                           : Backend::kCPU;
+    if (backend == Backend::kCUDA && detail::cuda::usable_devices() == 0) {
+      fmt::print(stderr, "longattn check --device cuda: {}\n",
+                 detail::cuda::built() ? detail::cuda::device_summary()
+                                       : std::string("this build has no CUDA backend"));
+      std::exit(2);
+    }
     const auto cases = check::default_cases(args->quick);
     fmt::print("{:<4} {:<22} {:<5} {:<44} {:<26} {:>10} {:>10}  {}\n", "op", "variant", "dtype",
                "shape", "mask", "max-abs", "rel-L2", "verdict");

@@ -65,6 +65,10 @@ struct AttentionOptions {
   TensorView cu_seqlens_k;            ///< int32 [B+1] for varlen, else absent.
   Backend backend = Backend::kAuto;   ///< Implementation choice.
   int num_threads = 0;                ///< CPU threads (0 = OpenMP default).
+  /// CUDA stream (a cudaStream_t) for GPU tensors; null = the legacy default stream. The call
+  /// is asynchronous on this stream except for small host<->device copies of cu_seqlens and
+  /// sink logits given in GPU memory, which synchronize.
+  void* cuda_stream = nullptr;
 };
 
 /// Forward: out = attention(q, k, v). `lse` may be an absent view; when given it must be fp32

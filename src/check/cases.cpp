@@ -9,8 +9,11 @@
 #include <cstring>
 #include <random>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "core/problem.hpp"
+#include "cuda/cuda_backend.hpp"
 #include "longattn/error.hpp"
 #include "reference/reference.hpp"
 
@@ -119,6 +122,40 @@ Tolerance tolerance_for(DType dtype) {
 }
 
 /// Operand views of one case.
+/// A GPU copy of a host allocation holding a view: the whole allocation goes over (guards
+/// included), the view is rebased onto it, and copy_back() returns every byte.
+class DeviceMirror {
+ public:
+  explicit DeviceMirror(const Buf& host)
+      : DeviceMirror(host.mem.data(), host.mem.size(), host.view) {}
+  DeviceMirror(const void* base, std::size_t bytes, const TensorView& view)
+      : bytes_(bytes), view_(view) {
+    if (view.empty_view() || bytes == 0) return;
+    memory_ = detail::cuda::device_alloc(bytes, 0);
+    detail::cuda::copy_to_device(memory_, base, bytes, 0);
+    const auto shift = static_cast<const char*>(view.data) - static_cast<const char*>(base);
+    view_.data = static_cast<char*>(memory_) + shift;
+    view_.device = Device::kCUDA;
+    view_.device_index = 0;
+  }
+  DeviceMirror(DeviceMirror&& other) noexcept
+      : memory_(std::exchange(other.memory_, nullptr)), bytes_(other.bytes_), view_(other.view_) {}
+  DeviceMirror(const DeviceMirror&) = delete;
+  DeviceMirror& operator=(const DeviceMirror&) = delete;
+  DeviceMirror& operator=(DeviceMirror&&) = delete;
+  ~DeviceMirror() { detail::cuda::device_free(memory_, 0); }
+
+  [[nodiscard]] const TensorView& view() const { return view_; }
+  void copy_back(Buf& host) const {
+    if (memory_ != nullptr) detail::cuda::copy_to_host(host.mem.data(), memory_, bytes_, 0);
+  }
+
+ private:
+  void* memory_ = nullptr;
+  std::size_t bytes_ = 0;
+  TensorView view_;
+};
+
 struct Tensors {
   Buf q, k, v, out, lse, dout, dq, dk, dv, dsink, sink_logits;
   std::vector<std::int32_t> cu_q, cu_k;
@@ -313,20 +350,63 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
   }
   const TensorView no_view{};
   AttentionOptions opts = options_for(c, t, backend);
+  // A GPU run sees device copies of whole buffers (guards and NaN-poisoned gaps included) and
+  // its outputs are copied back over the host buffers, so every check below applies unchanged.
+  const bool on_gpu = backend == Backend::kCUDA;
+  auto gpu_options = [&](std::vector<DeviceMirror>& keep) {
+    AttentionOptions g = opts;
+    if (c.sink_logits) g.sink_logits = keep.emplace_back(t.sink_logits).view();
+    if (varlen) {
+      g.cu_seqlens_q = keep.emplace_back(t.cu_q.data(), t.cu_q.size() * 4, t.cu_q_view).view();
+      g.cu_seqlens_k = keep.emplace_back(t.cu_k.data(), t.cu_k.size() * 4, t.cu_k_view).view();
+    }
+    return g;
+  };
+  auto forward_into = [&](Buf& out, Buf& lse) {
+    if (!on_gpu) {
+      attention_forward(t.q.view, t.k.view, t.v.view, out.view, softmax ? lse.view : no_view, opts);
+      return;
+    }
+    std::vector<DeviceMirror> keep;
+    keep.reserve(4);
+    const AttentionOptions g = gpu_options(keep);
+    const DeviceMirror q(t.q), k(t.k), v(t.v), o(out), l(lse);
+    attention_forward(q.view(), k.view(), v.view(), o.view(), softmax ? l.view() : no_view, g);
+    o.copy_back(out);
+    if (softmax) l.copy_back(lse);
+  };
+  auto backward_into = [&](Tensors& o) {
+    const TensorView& dsink_view = c.sink_logits ? o.dsink.view : no_view;
+    if (!on_gpu) {
+      attention_backward(t.q.view, t.k.view, t.v.view, t.out.view, softmax ? t.lse.view : no_view,
+                         t.dout.view, o.dq.view, o.dk.view, o.dv.view, dsink_view, opts);
+      return;
+    }
+    std::vector<DeviceMirror> keep;
+    keep.reserve(4);
+    const AttentionOptions g = gpu_options(keep);
+    const DeviceMirror q(t.q), k(t.k), v(t.v), out(t.out), lse(t.lse), dout(t.dout);
+    const DeviceMirror dq(o.dq), dk(o.dk), dv(o.dv), dsink(o.dsink);
+    attention_backward(q.view(), k.view(), v.view(), out.view(), softmax ? lse.view() : no_view,
+                       dout.view(), dq.view(), dk.view(), dv.view(),
+                       c.sink_logits ? dsink.view() : no_view, g);
+    dq.copy_back(o.dq);
+    dk.copy_back(o.dk);
+    dv.copy_back(o.dv);
+    if (c.sink_logits) dsink.copy_back(o.dsink);
+  };
   try {
     // ---- forward on the backend (twice: determinism) ----
     t.out.fill_sentinel();
     t.lse.fill_sentinel();
     const auto t0 = std::chrono::steady_clock::now();
-    attention_forward(t.q.view, t.k.view, t.v.view, t.out.view, softmax ? t.lse.view : no_view,
-                      opts);
+    forward_into(t.out, t.lse);
     res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     res.guards_ok &= t.out.untouched_outside_view() && t.lse.untouched_outside_view();
     {
       Buf out2 = make_operand_buf(c, c.dtype, false);
       Buf lse2 = make_lse();
-      attention_forward(t.q.view, t.k.view, t.v.view, out2.view, softmax ? lse2.view : no_view,
-                        opts);
+      forward_into(out2, lse2);
       res.deterministic &= same_bytes(out2, t.out) && (!softmax || same_bytes(lse2, t.lse));
     }
 
@@ -372,9 +452,7 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
         o.dk.fill_sentinel();
         o.dv.fill_sentinel();
         o.dsink.fill_sentinel();
-        attention_backward(t.q.view, t.k.view, t.v.view, t.out.view, softmax ? t.lse.view : no_view,
-                           t.dout.view, o.dq.view, o.dk.view, o.dv.view,
-                           c.sink_logits ? o.dsink.view : no_view, opts);
+        backward_into(o);
       };
       run_bwd(t);
       res.guards_ok &= t.dq.untouched_outside_view() && t.dk.untouched_outside_view() &&

@@ -6,6 +6,7 @@
 
 #include "core/problem.hpp"
 #include "cpu/cpu_backend.hpp"
+#include "cuda/cuda_backend.hpp"
 #include "longattn/attention.hpp"
 #include "longattn/error.hpp"
 #include "longattn/runtime.hpp"
@@ -29,8 +30,16 @@ bool log_enabled() {
 /// The one place that answers "which implementation runs this call?".
 Backend choose_backend(const detail::Problem& p, Backend requested, Device device) {
   if (requested == Backend::kCUDA || (requested == Backend::kAuto && device == Device::kCUDA)) {
-    throw Error(ErrorKind::kUnsupported, "options.backend",
-                "the CUDA backend is not part of this build (configure with LONGATTN_CUDA=ON)");
+    if (!detail::cuda::built()) {
+      throw Error(ErrorKind::kUnsupported, "options.backend",
+                  "the CUDA backend is not part of this build (configure with LONGATTN_CUDA=ON)");
+    }
+    if (device != Device::kCUDA) {
+      throw Error(ErrorKind::kInvalidArgument, "q",
+                  std::string("backend cuda needs GPU tensors, got ") + device_name(device));
+    }
+    detail::cuda::check_supported(p);
+    return Backend::kCUDA;
   }
   if (device != Device::kCPU) {
     throw Error(ErrorKind::kInvalidArgument, "q",
@@ -50,7 +59,8 @@ void log_choice(const char* op, const detail::Problem& p, Backend b) {
                static_cast<long long>(p.batch), static_cast<long long>(p.hq),
                static_cast<long long>(p.hkv), static_cast<long long>(p.dim), dtype_name(p.dtype),
                p.varlen ? " varlen" : "", backend_name(b),
-               b != Backend::kCPU        ? "float64"
+               b == Backend::kCUDA        ? "generic kernels"
+               : b != Backend::kCPU       ? "float64"
                : p.dtype == DType::kBF16 ? detail::cpu::bf16_forward_path(p.dim)
                                          : detail::cpu::simd_level());
 }
@@ -81,6 +91,8 @@ void attention_forward(const TensorView& q, const TensorView& k, const TensorVie
   log_choice("forward", p, b);
   if (b == Backend::kReference) {
     detail::reference::forward(p);
+  } else if (b == Backend::kCUDA) {
+    detail::cuda::forward(p);
   } else {
     detail::cpu::forward(p);
   }
@@ -96,6 +108,8 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   log_choice("backward", p, b);
   if (b == Backend::kReference) {
     detail::reference::backward(p);
+  } else if (b == Backend::kCUDA) {
+    detail::cuda::backward(p);
   } else {
     detail::cpu::backward(p);
   }
@@ -105,6 +119,10 @@ RuntimeInfo runtime_info() {
   RuntimeInfo info;
   info.version = LONGATTN_VERSION;
   info.backends = {"reference", "cpu"};
+  if (detail::cuda::built()) {
+    info.backends.emplace_back("cuda");
+    info.gpus.push_back(detail::cuda::device_summary());
+  }
   info.simd = detail::cpu::simd_level();
   info.bf16_path = detail::cpu::bf16_forward_path(128);
   info.threads = detail::cpu::default_threads();

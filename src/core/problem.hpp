@@ -87,6 +87,8 @@ struct Problem {
   DocTable docs;  // built from mask->doc_lens when present
 
   int num_threads = 0;
+  void* stream = nullptr;  // cudaStream_t of a GPU call (null = the default stream)
+  int device_index = -1;   // GPU ordinal of a GPU call, -1 for host tensors
 
   [[nodiscard]] std::int64_t group() const { return hkv == 0 ? 1 : hq / hkv; }
   [[nodiscard]] bool has_sink_logits() const { return !sink_logits.empty(); }

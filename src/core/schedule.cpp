@@ -7,6 +7,7 @@
 #include <list>
 #include <map>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -113,6 +114,26 @@ ScheduleSet::ScheduleSet(const Problem& problem, std::int64_t tile_q, std::int64
       index_[static_cast<std::size_t>(b * problem.hq + h)] = it->second;
     }
   }
+}
+
+ColumnSchedule transpose_schedule(const TileSchedule& s) {
+  ColumnSchedule c;
+  c.col_offsets.assign(static_cast<std::size_t>(s.k_tiles + 1), 0);
+  for (auto kt : s.key_tile) c.col_offsets[static_cast<std::size_t>(kt) + 1] += 1;
+  std::partial_sum(c.col_offsets.begin(), c.col_offsets.end(), c.col_offsets.begin());
+  c.q_tile.resize(s.key_tile.size());
+  c.bits_index.resize(s.key_tile.size());
+  std::vector<std::int64_t> fill(c.col_offsets.begin(), c.col_offsets.end() - 1);
+  for (std::int64_t qt = 0; qt < s.q_tiles; ++qt) {
+    for (std::int64_t e = s.row_offsets[static_cast<std::size_t>(qt)];
+         e < s.row_offsets[static_cast<std::size_t>(qt + 1)]; ++e) {
+      const auto kt = static_cast<std::size_t>(s.key_tile[static_cast<std::size_t>(e)]);
+      const auto slot = static_cast<std::size_t>(fill[kt]++);
+      c.q_tile[slot] = static_cast<std::int32_t>(qt);
+      c.bits_index[slot] = s.bits_index[static_cast<std::size_t>(e)];
+    }
+  }
+  return c;
 }
 
 std::int64_t ScheduleSet::total_area() const {

@@ -47,6 +47,15 @@ struct TileSchedule {
   }
 };
 
+/// The transpose of a schedule: for each key tile, the query tiles that visit it and their
+/// bitmask index (the backward's dK/dV pass walks it).
+struct ColumnSchedule {
+  std::vector<std::int64_t> col_offsets;  // k_tiles + 1
+  std::vector<std::int32_t> q_tile;       // per entry
+  std::vector<std::int32_t> bits_index;   // per entry: -1 = FULL
+};
+ColumnSchedule transpose_schedule(const TileSchedule& s);
+
 /// Compiles one (batch entry, head) of a mask to a schedule.
 std::shared_ptr<const TileSchedule> build_tile_schedule(const MaskRows& rows, std::int64_t tile_q,
                                                         std::int64_t tile_k);
@@ -57,6 +66,14 @@ class ScheduleSet {
   ScheduleSet(const Problem& problem, std::int64_t tile_q, std::int64_t tile_k);
   [[nodiscard]] const TileSchedule& get(std::int64_t batch, std::int64_t head) const {
     return *slots_[static_cast<std::size_t>(index_[static_cast<std::size_t>(batch * hq_ + head)])];
+  }
+  /// Index into slots() of the schedule of (batch, head).
+  [[nodiscard]] std::int32_t slot_index(std::int64_t batch, std::int64_t head) const {
+    return index_[static_cast<std::size_t>(batch * hq_ + head)];
+  }
+  /// The distinct schedules.
+  [[nodiscard]] const std::vector<std::shared_ptr<const TileSchedule>>& slots() const {
+    return slots_;
   }
   /// Total visible (query, key) pairs over all batch entries and query heads.
   [[nodiscard]] std::int64_t total_area() const;

@@ -8,6 +8,7 @@
 
 #include "core/mask_rows.hpp"
 #include "core/problem.hpp"
+#include "cuda/cuda_backend.hpp"
 #include "longattn/error.hpp"
 
 namespace longattn::detail {
@@ -75,11 +76,34 @@ void expect_dtype(const TensorView& t, const std::string& name, DType dtype,
   }
 }
 
-void expect_device(const TensorView& t, const std::string& name, Device device) {
-  if (t.device != device) {
-    fail(name, std::string("expected a tensor on ") + device_name(device) + " like q, got " +
+void expect_device(const TensorView& t, const std::string& name, const TensorView& like) {
+  if (t.device != like.device) {
+    fail(name, std::string("expected a tensor on ") + device_name(like.device) + " like q, got " +
                    device_name(t.device));
   }
+  if (t.device == Device::kCUDA && t.device_index != like.device_index) {
+    fail(name, "expected a tensor on GPU " + std::to_string(like.device_index) + " like q, got GPU " +
+                   std::to_string(t.device_index));
+  }
+}
+
+/// Copies `count` elements of a rank-1 view (any stride, host or GPU memory) to the host.
+template <class E>
+std::vector<E> read_small_vector(const TensorView& t) {
+  const std::int64_t n = t.shape[0];
+  std::vector<E> out(static_cast<std::size_t>(n));
+  if (n == 0) return out;
+  const std::int64_t span = (n - 1) * t.strides[0] + 1;
+  std::vector<E> raw;
+  const E* src = static_cast<const E*>(t.data);
+  if (t.device == Device::kCUDA) {
+    raw.resize(static_cast<std::size_t>(span));
+    cuda::copy_to_host(raw.data(), t.data, static_cast<std::size_t>(span) * sizeof(E),
+                       t.device_index);
+    src = raw.data();
+  }
+  for (std::int64_t i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = src[i * t.strides[0]];
+  return out;
 }
 
 std::vector<std::int64_t> read_cu_seqlens(const TensorView& t, const std::string& name,
@@ -89,13 +113,10 @@ std::vector<std::int64_t> read_cu_seqlens(const TensorView& t, const std::string
   if (t.dtype != DType::kI32) {
     fail(name, std::string("expected dtype int32, got ") + dtype_name(t.dtype));
   }
-  if (t.device != Device::kCPU)
-    fail(name, "expected host memory (the schedule is built on the CPU)");
   if (t.shape[0] < 1) fail(name, "expected length B+1 >= 1, got 0");
-  std::vector<std::int64_t> cu(static_cast<std::size_t>(t.shape[0]));
-  const auto* p = static_cast<const std::int32_t*>(t.data);
-  for (std::int64_t i = 0; i < t.shape[0]; ++i)
-    cu[static_cast<std::size_t>(i)] = p[i * t.strides[0]];
+  // GPU lengths are copied to the host: the schedule is built on the CPU.
+  const std::vector<std::int32_t> raw = read_small_vector<std::int32_t>(t);
+  const std::vector<std::int64_t> cu(raw.begin(), raw.end());
   if (cu[0] != 0) fail(name, "expected cu_seqlens[0] == 0, got " + std::to_string(cu[0]));
   for (std::size_t i = 1; i < cu.size(); ++i) {
     if (cu[i] < cu[i - 1]) {
@@ -330,8 +351,8 @@ Shapes fill_inputs(Problem& p, const TensorView& q, const TensorView& k, const T
   check_operand(q, "q", s.varlen, q_layout);
   check_operand(k, "k", s.varlen, kv_layout);
   check_operand(v, "v", s.varlen, kv_layout);
-  expect_device(k, "k", q.device);
-  expect_device(v, "v", q.device);
+  expect_device(k, "k", q);
+  expect_device(v, "v", q);
   if (k.dtype != q.dtype) {
     fail("k", std::string("expected the dtype of q (") + dtype_name(q.dtype) + "), got " +
                   dtype_name(k.dtype));
@@ -384,6 +405,10 @@ Shapes fill_inputs(Problem& p, const TensorView& q, const TensorView& k, const T
   p.v = make_operand(v, s.varlen, s.cu_k, s.batch);
 
   // Options.
+  p.stream = o.cuda_stream;
+  p.device_index = q.device == Device::kCUDA ? q.device_index : -1;
+  const Device q_device = q.device;
+  const int q_index = q.device_index;
   if (o.scale && !std::isfinite(*o.scale)) {
     fail("options.scale", "expected a finite value, got " + std::to_string(*o.scale));
   }
@@ -427,12 +452,12 @@ Shapes fill_inputs(Problem& p, const TensorView& q, const TensorView& k, const T
            "expected shape [Hq] = [" + std::to_string(p.hq) + "], got " + shape_str(t));
     }
     expect_dtype(t, "options.sink_logits", DType::kF32, "sink logits are fp32");
-    if (t.device != Device::kCPU) {
-      fail("options.sink_logits", "expected host memory on the CPU backend");
+    if (t.device != Device::kCPU && (t.device != q_device || t.device_index != q_index)) {
+      fail("options.sink_logits", "expected host memory or the GPU of q");
     }
-    p.sink_logits.resize(static_cast<std::size_t>(p.hq));
+    p.sink_logits = read_small_vector<float>(t);
     for (std::int64_t h = 0; h < p.hq; ++h) {
-      const float value = static_cast<const float*>(t.data)[h * t.strides[0]];
+      const float value = p.sink_logits[static_cast<std::size_t>(h)];
       if (!std::isfinite(value)) {
         fail("options.sink_logits", "entry " + std::to_string(h) + " is " + std::to_string(value) +
                                         ", expected a finite logit");
@@ -458,7 +483,7 @@ void check_output_like(const TensorView& t, const std::string& name, const Tenso
     fail(name, std::string("expected the dtype of ") + like_name + " (" + dtype_name(like.dtype) +
                    "), got " + dtype_name(t.dtype));
   }
-  expect_device(t, name, like.device);
+  expect_device(t, name, like);
   const auto last = static_cast<std::size_t>(t.rank - 1);
   if (t.shape[last] > 1 && t.strides[last] != 1) {
     fail(name, "the last dimension must be contiguous (stride 1), got stride " +
@@ -475,7 +500,7 @@ LseOperand make_lse(const TensorView& lse, const Problem& p, const Shapes& s, co
   }
   check_basic(lse, "lse");
   expect_dtype(lse, "lse", DType::kF32, "the log-sum-exp is fp32");
-  expect_device(lse, "lse", q.device);
+  expect_device(lse, "lse", q);
   if (s.varlen) {
     if (lse.rank != 2 || lse.shape[0] != p.hq || lse.shape[1] != q.shape[0]) {
       fail("lse", "expected shape [Hq, total_q] = [" + std::to_string(p.hq) + ", " +
@@ -546,7 +571,7 @@ Problem make_backward_problem(const TensorView& q, const TensorView& k, const Te
       fail("dsink_logits", "given, but options.sink_logits is absent");
     }
     check_basic(dsink_logits, "dsink_logits");
-    expect_device(dsink_logits, "dsink_logits", q.device);
+    expect_device(dsink_logits, "dsink_logits", q);
     expect_dtype(dsink_logits, "dsink_logits", DType::kF32, "sink logits are fp32");
     if (dsink_logits.rank != 1 || dsink_logits.shape[0] != p.hq) {
       fail("dsink_logits",

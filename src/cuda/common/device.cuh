@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+// Device helpers shared by every CUDA kernel: element conversion, warp reductions, the row
+// finalizer (the same rule as the CPU engine's finalize_row) and the persistent work loop.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "cuda/params.hpp"
+
+namespace longattn::detail::cuda {
+
+inline constexpr float kLog2eF = 1.4426950408889634F;
+inline constexpr float kLn2F = 0.6931471805599453F;
+
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000); }
+__device__ __forceinline__ float pos_inf() { return __int_as_float(0x7f800000); }
+
+// ---- element conversion ----
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <class T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __half from_float<__half>(float x) {
+  return __float2half_rn(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// ---- warp reductions (all 32 lanes take part) ----
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffU, x, o);
+  return x;
+}
+__device__ __forceinline__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffU, x, o));
+  return x;
+}
+
+/// Final scale of a softmax row and its natural-log lse from the running max m and sum l
+/// (log2 units, l relative to m, or to 0 when m is -inf) and the row's sink logit (log2 units,
+/// -inf without one). A row that saw nothing gets factor 0 and lse -inf (or the sink logit).
+struct RowFinal {
+  float factor;
+  float lse;
+};
+__device__ __forceinline__ RowFinal finalize_row(float m, float l, float sink2) {
+  const float mf = fmaxf(m, sink2);
+  const float corr = m == neg_inf() ? 0.0F : exp2f(m - mf);
+  const float lf = l * corr + (sink2 == neg_inf() ? 0.0F : exp2f(sink2 - mf));
+  if (lf == 0.0F) return {0.0F, neg_inf()};
+  return {corr / lf, (mf + log2f(lf)) * kLn2F};
+}
+
+/// Sink logit of head h in log2 units (-inf without sink logits).
+__device__ __forceinline__ float sink_log2(const AttnParams& p, int h) {
+  return p.sink_logits != nullptr ? p.sink_logits[h] * kLog2eF : neg_inf();
+}
+
+/// The logit transform shared by forward and backward: softcap (c * tanh(x / c)).
+__device__ __forceinline__ float capped_logit(const AttnParams& p, float dot) {
+  const float x = dot * p.scale;
+  return p.softcap > 0.0F ? p.softcap * tanhf(x / p.softcap) : x;
+}
+
+/// Persistent-block work loop: every block takes the next item from a global counter until
+/// the list runs out. Items are sorted longest-first on the host, so this is LPT scheduling.
+/// `body(item)` may use __syncthreads(); the loop syncs before the shared slot is reused.
+template <class Body>
+__device__ __forceinline__ void for_each_work_item(std::int32_t* counter, int count, Body&& body) {
+  __shared__ int next;
+  while (true) {
+    if (threadIdx.x == 0) next = atomicAdd(counter, 1);
+    __syncthreads();
+    const int item = next;
+    __syncthreads();
+    if (item >= count) return;
+    body(item);
+  }
+}
+
+}  // namespace longattn::detail::cuda

@@ -1,0 +1,599 @@
+// SPDX-License-Identifier: Apache-2.0
+// Host side of the CUDA backend: turns a validated Problem into kernel parameters, keeps device
+// copies of compiled schedules (with their work lists) in a small cache, and launches.
+//
+// Work is listed per query tile (forward, dQ) and per key tile (dK/dV), sorted longest-first;
+// the kernels run a persistent grid that takes items from a global counter, so causal,
+// document and varlen masks keep every SM busy. When (batch x heads x query tiles) cannot fill
+// the GPU, long query tiles are split over their key tiles (split-KV) and merged by LSE.
+#include "cuda/cuda_backend.hpp"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/schedule.hpp"
+#include "cuda/kernels.hpp"
+#include "longattn/error.hpp"
+
+namespace longattn::detail::cuda {
+namespace {
+
+void check(cudaError_t status, const std::string& operation) {
+  if (status != cudaSuccess) {
+    throw Error(ErrorKind::kRuntime, operation,
+                std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status));
+  }
+}
+
+/// Makes `device` current for the scope and restores the caller's device after.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    check(cudaGetDevice(&previous_), "cudaGetDevice");
+    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+  }
+  ~DeviceScope() { cudaSetDevice(previous_); }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = 0;
+};
+
+struct DeviceProps {
+  int sms = 0;
+  int major = 0;
+  int minor = 0;
+  std::string name;
+};
+
+const DeviceProps& props(int device) {
+  static std::mutex mutex;
+  static std::vector<std::unique_ptr<DeviceProps>> cache;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (device < 0) throw Error(ErrorKind::kInvalidArgument, "q", "expected a GPU tensor");
+  if (static_cast<std::size_t>(device) >= cache.size()) cache.resize(static_cast<std::size_t>(device) + 1);
+  auto& slot = cache[static_cast<std::size_t>(device)];
+  if (!slot) {
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, device),
+          "cudaGetDeviceProperties(" + std::to_string(device) + ")");
+    slot = std::make_unique<DeviceProps>();
+    slot->sms = prop.multiProcessorCount;
+    slot->major = prop.major;
+    slot->minor = prop.minor;
+    slot->name = prop.name;
+  }
+  return *slot;
+}
+
+ElemType elem_of(DType d) {
+  switch (d) {
+    case DType::kF16:
+      return ElemType::kF16;
+    case DType::kBF16:
+      return ElemType::kBF16;
+    default:
+      return ElemType::kF32;
+  }
+}
+
+/// Bytes rounded up to 256 (the offset of the next array inside one allocation).
+std::size_t aligned(std::size_t bytes) { return (bytes + 255) & ~static_cast<std::size_t>(255); }
+
+/// Host staging of several arrays that go to the device in one allocation and one copy.
+class Packer {
+ public:
+  template <class E>
+  std::size_t add(const E* data, std::size_t count) {
+    if (count > (std::size_t{1} << 40) / sizeof(E)) {
+      throw Error(ErrorKind::kRuntime, "workspace", "table of " + std::to_string(count) + " entries");
+    }
+    const std::size_t offset = bytes_.size();
+    bytes_.resize(offset + aligned(count * sizeof(E)));
+    if (count > 0) std::memcpy(bytes_.data() + offset, data, count * sizeof(E));
+    return offset;
+  }
+  template <class E>
+  std::size_t add(const std::vector<E>& v) {
+    return add(v.data(), v.size());
+  }
+  std::size_t reserve(std::size_t bytes) {
+    const std::size_t offset = bytes_.size();
+    bytes_.resize(offset + aligned(bytes));
+    return offset;
+  }
+  [[nodiscard]] std::size_t size() const { return bytes_.size(); }
+  [[nodiscard]] const unsigned char* data() const { return bytes_.data(); }
+
+ private:
+  std::vector<unsigned char> bytes_;
+};
+
+template <class E>
+E* at(void* base, std::size_t offset) {
+  return reinterpret_cast<E*>(static_cast<unsigned char*>(base) + offset);
+}
+
+// ---- Device schedules (cached) ----------------------------------------------------------------
+
+/// A ScheduleSet on one device with the work lists derived from it.
+struct DeviceWork {
+  std::shared_ptr<const ScheduleSet> host;  // kept alive: its address is the cache key
+  int device = 0;
+  std::int64_t hkv = 0;
+  int slots_per_gpu = 0;
+  void* memory = nullptr;
+  DeviceSchedule sched;
+  const RowWork* fwd_work = nullptr;  // split-KV items when the GPU would idle
+  std::int32_t num_fwd_work = 0;
+  const MergeWork* merge_work = nullptr;
+  std::int32_t num_merge_work = 0;
+  std::int64_t num_parts = 0;
+  const RowWork* full_work = nullptr;  // one item per query tile (dQ)
+  std::int32_t num_full_work = 0;
+  const ColWork* col_work = nullptr;
+  std::int32_t num_col_work = 0;
+
+  DeviceWork() = default;
+  DeviceWork(const DeviceWork&) = delete;
+  DeviceWork& operator=(const DeviceWork&) = delete;
+  ~DeviceWork() {
+    if (memory != nullptr) {
+      const DeviceScope scope(device);
+      cudaFree(memory);
+    }
+  }
+};
+
+std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
+                                              std::shared_ptr<const ScheduleSet> set,
+                                              int slots_per_gpu) {
+  auto w = std::make_unique<DeviceWork>();
+  w->host = set;
+  w->device = p.device_index;
+  w->hkv = p.hkv;
+  w->slots_per_gpu = slots_per_gpu;
+
+  // Concatenate the distinct schedules and their transposes.
+  std::vector<SlotEntry> slots;
+  std::vector<std::int64_t> entry_base, row_offsets, col_offsets;
+  std::vector<std::int32_t> key_tile, row_bits, q_tile, col_bits;
+  std::vector<std::uint64_t> bits;
+  std::vector<ColumnSchedule> columns;
+  for (const auto& s : set->slots()) {
+    SlotEntry e;
+    e.row_offsets = static_cast<std::int64_t>(row_offsets.size());
+    e.col_offsets = static_cast<std::int64_t>(col_offsets.size());
+    e.bits = static_cast<std::int64_t>(bits.size());
+    e.q_tiles = static_cast<std::int32_t>(s->q_tiles);
+    e.k_tiles = static_cast<std::int32_t>(s->k_tiles);
+    slots.push_back(e);
+    entry_base.push_back(static_cast<std::int64_t>(key_tile.size()));
+    row_offsets.insert(row_offsets.end(), s->row_offsets.begin(), s->row_offsets.end());
+    key_tile.insert(key_tile.end(), s->key_tile.begin(), s->key_tile.end());
+    row_bits.insert(row_bits.end(), s->bits_index.begin(), s->bits_index.end());
+    bits.insert(bits.end(), s->bits.begin(), s->bits.end());
+    columns.push_back(transpose_schedule(*s));
+    const ColumnSchedule& c = columns.back();
+    col_offsets.insert(col_offsets.end(), c.col_offsets.begin(), c.col_offsets.end());
+    q_tile.insert(q_tile.end(), c.q_tile.begin(), c.q_tile.end());
+    col_bits.insert(col_bits.end(), c.bits_index.begin(), c.bits_index.end());
+  }
+  std::vector<std::int32_t> slot_of(static_cast<std::size_t>(p.batch * p.hq));
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.hq; ++h) {
+      slot_of[static_cast<std::size_t>(b * p.hq + h)] = set->slot_index(b, h);
+    }
+  }
+
+  // Work lists. Forward: one item per query tile, split over key tiles when the items cannot
+  // fill the GPU twice over; each part keeps at least kMinEntriesPerPart key tiles.
+  constexpr std::int64_t kMinEntriesPerPart = 4;
+  constexpr std::int64_t kMaxSplits = 64;
+  std::vector<RowWork> full;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.hq; ++h) {
+      const TileSchedule& s = set->get(b, h);
+      for (std::int64_t qt = 0; qt < s.q_tiles; ++qt) {
+        RowWork r;
+        r.b = static_cast<std::int32_t>(b);
+        r.h = static_cast<std::int32_t>(h);
+        r.qt = static_cast<std::int32_t>(qt);
+        r.begin = s.row_offsets[static_cast<std::size_t>(qt)];
+        r.end = s.row_offsets[static_cast<std::size_t>(qt + 1)];
+        full.push_back(r);
+      }
+    }
+  }
+  auto longest_first = [](const RowWork& a, const RowWork& b) {
+    return a.end - a.begin > b.end - b.begin;
+  };
+  std::stable_sort(full.begin(), full.end(), longest_first);
+  std::vector<RowWork> fwd;
+  std::vector<MergeWork> merges;
+  const auto items = static_cast<std::int64_t>(full.size());
+  const std::int64_t splits =
+      items > 0 && items < slots_per_gpu
+          ? std::min<std::int64_t>(kMaxSplits, (2 * slots_per_gpu + items - 1) / items)
+          : 1;
+  for (const RowWork& r : full) {
+    const std::int64_t count = r.end - r.begin;
+    const std::int64_t parts =
+        std::clamp<std::int64_t>(std::min(splits, count / kMinEntriesPerPart), 1, kMaxSplits);
+    if (parts == 1) {
+      fwd.push_back(r);
+      continue;
+    }
+    MergeWork m;
+    m.b = r.b;
+    m.h = r.h;
+    m.qt = r.qt;
+    m.count = static_cast<std::int32_t>(parts);
+    m.first = w->num_parts;
+    merges.push_back(m);
+    for (std::int64_t i = 0; i < parts; ++i) {
+      RowWork part = r;
+      part.begin = r.begin + count * i / parts;
+      part.end = r.begin + count * (i + 1) / parts;
+      part.part = static_cast<std::int32_t>(w->num_parts++);
+      fwd.push_back(part);
+    }
+  }
+  std::stable_sort(fwd.begin(), fwd.end(), longest_first);
+
+  // dK/dV: one item per key tile of each (batch, KV head), costed by the query tiles it meets.
+  std::vector<std::pair<std::int64_t, ColWork>> cols;
+  std::vector<std::int64_t> slot_index_of(set->slots().size());
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    const std::int64_t k_tiles = (p.seqs[static_cast<std::size_t>(b)].skv + kSimtTileK - 1) / kSimtTileK;
+    for (std::int64_t kvh = 0; kvh < p.hkv; ++kvh) {
+      for (std::int64_t kt = 0; kt < k_tiles; ++kt) {
+        std::int64_t cost = 1;
+        for (std::int64_t h = kvh * p.group(); h < (kvh + 1) * p.group(); ++h) {
+          const ColumnSchedule& c = columns[static_cast<std::size_t>(set->slot_index(b, h))];
+          cost += c.col_offsets[static_cast<std::size_t>(kt + 1)] -
+                  c.col_offsets[static_cast<std::size_t>(kt)];
+        }
+        ColWork cw;
+        cw.b = static_cast<std::int32_t>(b);
+        cw.kvh = static_cast<std::int32_t>(kvh);
+        cw.kt = static_cast<std::int32_t>(kt);
+        cols.emplace_back(cost, cw);
+      }
+    }
+  }
+  std::stable_sort(cols.begin(), cols.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<ColWork> col_work;
+  col_work.reserve(cols.size());
+  for (const auto& c : cols) col_work.push_back(c.second);
+
+  Packer pk;
+  const std::size_t o_slot_of = pk.add(slot_of);
+  const std::size_t o_slots = pk.add(slots);
+  const std::size_t o_entry_base = pk.add(entry_base);
+  const std::size_t o_row_offsets = pk.add(row_offsets);
+  const std::size_t o_key_tile = pk.add(key_tile);
+  const std::size_t o_row_bits = pk.add(row_bits);
+  const std::size_t o_col_offsets = pk.add(col_offsets);
+  const std::size_t o_q_tile = pk.add(q_tile);
+  const std::size_t o_col_bits = pk.add(col_bits);
+  const std::size_t o_bits = pk.add(bits);
+  const std::size_t o_fwd = pk.add(fwd);
+  const std::size_t o_merge = pk.add(merges);
+  const std::size_t o_full = pk.add(full);
+  const std::size_t o_col = pk.add(col_work);
+  {
+    const DeviceScope scope(p.device_index);
+    check(cudaMalloc(&w->memory, std::max<std::size_t>(pk.size(), 256)),
+          "cudaMalloc (block schedule, " + std::to_string(pk.size()) + " bytes)");
+    check(cudaMemcpy(w->memory, pk.data(), pk.size(), cudaMemcpyHostToDevice),
+          "cudaMemcpy (block schedule)");
+  }
+  DeviceSchedule& d = w->sched;
+  d.tile_q = kSimtTileQ;
+  d.tile_k = kSimtTileK;
+  d.words_per_row = 1;
+  d.slot_of = at<std::int32_t>(w->memory, o_slot_of);
+  d.slots = at<SlotEntry>(w->memory, o_slots);
+  d.entry_base = at<std::int64_t>(w->memory, o_entry_base);
+  d.row_offsets = at<std::int64_t>(w->memory, o_row_offsets);
+  d.key_tile = at<std::int32_t>(w->memory, o_key_tile);
+  d.row_bits = at<std::int32_t>(w->memory, o_row_bits);
+  d.col_offsets = at<std::int64_t>(w->memory, o_col_offsets);
+  d.q_tile = at<std::int32_t>(w->memory, o_q_tile);
+  d.col_bits = at<std::int32_t>(w->memory, o_col_bits);
+  d.bits = at<std::uint64_t>(w->memory, o_bits);
+  w->fwd_work = at<RowWork>(w->memory, o_fwd);
+  w->num_fwd_work = static_cast<std::int32_t>(fwd.size());
+  w->merge_work = at<MergeWork>(w->memory, o_merge);
+  w->num_merge_work = static_cast<std::int32_t>(merges.size());
+  w->full_work = at<RowWork>(w->memory, o_full);
+  w->num_full_work = static_cast<std::int32_t>(full.size());
+  w->col_work = at<ColWork>(w->memory, o_col);
+  w->num_col_work = static_cast<std::int32_t>(col_work.size());
+  return w;
+}
+
+/// The device work of `p`, from an LRU cache keyed by (device, schedule set, KV heads, GPU
+/// slots); the schedule set itself comes from the host cache, so repeated calls upload nothing.
+std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gpu) {
+  constexpr std::size_t kCapacity = 16;
+  static std::mutex mutex;
+  static std::list<std::shared_ptr<const DeviceWork>> lru;
+  auto set = cached_schedules(p, kSimtTileQ, kSimtTileK);
+  const std::lock_guard<std::mutex> lock(mutex);
+  for (auto it = lru.begin(); it != lru.end(); ++it) {
+    const DeviceWork& w = **it;
+    if (w.host == set && w.device == p.device_index && w.hkv == p.hkv &&
+        w.slots_per_gpu == slots_per_gpu) {
+      lru.splice(lru.begin(), lru, it);
+      return lru.front();
+    }
+  }
+  lru.push_front(build_device_work(p, set, slots_per_gpu));
+  if (lru.size() > kCapacity) lru.pop_back();
+  return lru.front();
+}
+
+// ---- Per-call parameters ----------------------------------------------------------------------
+
+AttnParams base_params(const Problem& p, std::vector<BatchEntry>& table) {
+  AttnParams a;
+  a.q = p.q.data;
+  a.k = p.k.data;
+  a.v = p.v.data;
+  a.out = p.out.data;
+  a.lse = p.lse.present() ? p.lse.data : nullptr;
+  a.q_ts = p.q.token_stride;
+  a.q_hs = p.q.head_stride;
+  a.k_ts = p.k.token_stride;
+  a.k_hs = p.k.head_stride;
+  a.v_ts = p.v.token_stride;
+  a.v_hs = p.v.head_stride;
+  a.o_ts = p.out.token_stride;
+  a.o_hs = p.out.head_stride;
+  a.lse_hs = p.lse.head_stride;
+  a.lse_ts = p.lse.token_stride;
+  a.num_batch = static_cast<std::int32_t>(p.batch);
+  a.hq = static_cast<std::int32_t>(p.hq);
+  a.hkv = static_cast<std::int32_t>(p.hkv);
+  a.group = static_cast<std::int32_t>(p.group());
+  a.dim = static_cast<std::int32_t>(p.dim);
+  a.elem = elem_of(p.dtype);
+  a.softmax = p.score == ScoreFn::kSoftmax;
+  a.scale = p.scale;
+  a.softcap = p.softcap;
+  a.sigmoid_bias = p.sigmoid_bias;
+  table.resize(static_cast<std::size_t>(p.batch));
+  std::int64_t rows = 0;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    const auto ub = static_cast<std::size_t>(b);
+    BatchEntry& e = table[ub];
+    e.q = p.q.batch_offset[ub];
+    e.k = p.k.batch_offset[ub];
+    e.v = p.v.batch_offset[ub];
+    e.out = p.out.present() ? p.out.batch_offset[ub] : 0;
+    e.lse = p.lse.present() && !p.lse.batch_offset.empty() ? p.lse.batch_offset[ub] : 0;
+    if (p.dout.present()) {
+      e.dout = p.dout.batch_offset[ub];
+      e.dq = p.dq.batch_offset[ub];
+      e.dk = p.dk.batch_offset[ub];
+      e.dv = p.dv.batch_offset[ub];
+    }
+    e.row = rows;
+    e.sq = static_cast<std::int32_t>(p.seqs[ub].sq);
+    e.skv = static_cast<std::int32_t>(p.seqs[ub].skv);
+    rows += p.seqs[ub].sq;
+  }
+  return a;
+}
+
+/// One stream-ordered allocation for the per-call arrays, freed in stream order after the
+/// kernels that read it.
+class CallWorkspace {
+ public:
+  CallWorkspace(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
+    check(cudaMallocAsync(&memory_, std::max<std::size_t>(bytes, 256), stream),
+          "cudaMallocAsync (workspace, " + std::to_string(bytes) + " bytes)");
+  }
+  ~CallWorkspace() { cudaFreeAsync(memory_, stream_); }
+  CallWorkspace(const CallWorkspace&) = delete;
+  CallWorkspace& operator=(const CallWorkspace&) = delete;
+  [[nodiscard]] void* get() const { return memory_; }
+
+ private:
+  void* memory_ = nullptr;
+  cudaStream_t stream_;
+};
+
+std::int64_t total_rows(const Problem& p) {
+  std::int64_t rows = 0;
+  for (const auto& s : p.seqs) rows += s.sq;
+  return rows;
+}
+
+}  // namespace
+
+bool built() noexcept { return true; }
+
+int usable_devices() noexcept {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+}
+
+std::string device_summary() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  if (status != cudaSuccess) return std::string("no usable GPU (") + cudaGetErrorString(status) + ")";
+  if (count == 0) return "no GPU";
+  std::string s;
+  for (int d = 0; d < count; ++d) {
+    const DeviceProps& pr = props(d);
+    if (!s.empty()) s += "; ";
+    s += pr.name + " (sm_" + std::to_string(pr.major * 10 + pr.minor) + ", " +
+         std::to_string(pr.sms) + " SMs)";
+  }
+  return s;
+}
+
+void check_supported(const Problem& p) {
+  if (p.dim < 1 || p.dim > kSimtMaxDim) {
+    throw Error(ErrorKind::kUnsupported, "q",
+                "head dim D = " + std::to_string(p.dim) +
+                    " is not supported by the CUDA backend (expected 1..256)");
+  }
+  const DeviceProps& pr = props(p.device_index);
+  if (pr.major < 8) {
+    throw Error(ErrorKind::kUnsupported, "q",
+                "GPU " + std::to_string(p.device_index) + " (" + pr.name + ") is sm_" +
+                    std::to_string(pr.major * 10 + pr.minor) +
+                    "; the CUDA backend needs sm_80 or newer");
+  }
+}
+
+void forward(const Problem& p) {
+  check_supported(p);
+  const DeviceScope scope(p.device_index);
+  auto stream = static_cast<cudaStream_t>(p.stream);
+  std::vector<BatchEntry> table;
+  AttnParams a = base_params(p, table);
+  const int occupancy = simt_forward_occupancy(a);
+  if (occupancy == 0) {
+    check(cudaGetLastError(), "forward kernel setup (shared memory for D=" + std::to_string(p.dim) + ")");
+    throw Error(ErrorKind::kRuntime, "q", "the forward kernel cannot be resident at D=" + std::to_string(p.dim));
+  }
+  const int slots = props(p.device_index).sms * occupancy;
+  const auto work = device_work(p, slots);
+  if (work->num_fwd_work == 0) return;  // nothing to compute (empty sequences)
+
+  Packer pk;
+  const std::size_t o_table = pk.add(table);
+  const std::size_t o_sinks = pk.add(p.sink_logits);
+  const std::size_t o_counter = pk.reserve(2 * sizeof(std::int32_t));
+  const std::size_t o_acc = pk.reserve(static_cast<std::size_t>(work->num_parts) * kSimtTileQ *
+                                       static_cast<std::size_t>(p.dim) * sizeof(float));
+  const std::size_t o_ml =
+      pk.reserve(static_cast<std::size_t>(work->num_parts) * kSimtTileQ * 2 * sizeof(float));
+  CallWorkspace ws(pk.size(), stream);
+  // Only the tables and the counters need initial values: copy up to the partial buffers.
+  check(cudaMemcpyAsync(ws.get(), pk.data(), o_acc, cudaMemcpyHostToDevice, stream),
+        "cudaMemcpyAsync (forward tables)");
+  check(cudaMemsetAsync(at<std::int32_t>(ws.get(), o_counter), 0, 2 * sizeof(std::int32_t), stream),
+        "cudaMemsetAsync (work counter)");
+  a.batch = at<BatchEntry>(ws.get(), o_table);
+  a.sink_logits = p.has_sink_logits() ? at<float>(ws.get(), o_sinks) : nullptr;
+  a.work_counter = at<std::int32_t>(ws.get(), o_counter);
+  a.part_acc = at<float>(ws.get(), o_acc);
+  a.part_ml = at<float>(ws.get(), o_ml);
+  a.sched = work->sched;
+  a.row_work = work->fwd_work;
+  a.num_row_work = work->num_fwd_work;
+  a.merge_work = work->merge_work;
+  a.num_merge_work = work->num_merge_work;
+  const int grid = std::min(work->num_fwd_work, slots);
+  check(launch_simt_forward(a, grid, stream), "forward kernel launch (generic, D=" + std::to_string(p.dim) + ")");
+}
+
+void backward(const Problem& p) {
+  check_supported(p);
+  const DeviceScope scope(p.device_index);
+  auto stream = static_cast<cudaStream_t>(p.stream);
+  std::vector<BatchEntry> table;
+  AttnParams a = base_params(p, table);
+  a.dout = p.dout.data;
+  a.dq = p.dq.data;
+  a.dk = p.dk.data;
+  a.dv = p.dv.data;
+  a.do_ts = p.dout.token_stride;
+  a.do_hs = p.dout.head_stride;
+  a.dq_ts = p.dq.token_stride;
+  a.dq_hs = p.dq.head_stride;
+  a.dk_ts = p.dk.token_stride;
+  a.dk_hs = p.dk.head_stride;
+  a.dv_ts = p.dv.token_stride;
+  a.dv_hs = p.dv.head_stride;
+  a.dsink = p.dsink;
+  a.dsink_stride = p.dsink_stride;
+  const int occupancy = simt_backward_occupancy(a);
+  if (occupancy == 0) {
+    check(cudaGetLastError(), "backward kernel setup (shared memory for D=" + std::to_string(p.dim) + ")");
+    throw Error(ErrorKind::kRuntime, "q", "the backward kernels cannot be resident at D=" + std::to_string(p.dim));
+  }
+  const int slots = props(p.device_index).sms * occupancy;
+  // The work lists do not depend on the forward's split decision here: use the same cache key.
+  const auto work = device_work(p, slots);
+  if (work->num_full_work == 0 && work->num_col_work == 0) return;
+
+  const std::int64_t rows = total_rows(p) * p.hq;
+  Packer pk;
+  const std::size_t o_table = pk.add(table);
+  const std::size_t o_sinks = pk.add(p.sink_logits);
+  const std::size_t o_counter = pk.reserve(2 * sizeof(std::int32_t));
+  const std::size_t o_dot = pk.reserve(static_cast<std::size_t>(rows) * sizeof(float));
+  const std::size_t o_lse2 = pk.reserve(static_cast<std::size_t>(rows) * sizeof(float));
+  CallWorkspace ws(pk.size(), stream);
+  check(cudaMemcpyAsync(ws.get(), pk.data(), o_dot, cudaMemcpyHostToDevice, stream),
+        "cudaMemcpyAsync (backward tables)");
+  check(cudaMemsetAsync(at<std::int32_t>(ws.get(), o_counter), 0, 2 * sizeof(std::int32_t), stream),
+        "cudaMemsetAsync (work counter)");
+  a.batch = at<BatchEntry>(ws.get(), o_table);
+  a.sink_logits = p.has_sink_logits() ? at<float>(ws.get(), o_sinks) : nullptr;
+  a.work_counter = at<std::int32_t>(ws.get(), o_counter);
+  a.row_dot = at<float>(ws.get(), o_dot);
+  a.row_lse2 = at<float>(ws.get(), o_lse2);
+  a.sched = work->sched;
+  a.row_work = work->full_work;
+  a.num_row_work = work->num_full_work;
+  a.col_work = work->col_work;
+  a.num_col_work = work->num_col_work;
+  const int grid = std::max(1, std::min(std::max(work->num_full_work, work->num_col_work), slots));
+  check(launch_simt_backward(a, grid, stream), "backward kernel launch (generic, D=" + std::to_string(p.dim) + ")");
+}
+
+void copy_to_host(void* dst, const void* src, std::size_t bytes, int device_index) {
+  const DeviceScope scope(device_index);
+  check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost),
+        "cudaMemcpy (device to host, " + std::to_string(bytes) + " bytes)");
+}
+
+void copy_to_device(void* dst, const void* src, std::size_t bytes, int device_index) {
+  const DeviceScope scope(device_index);
+  check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice),
+        "cudaMemcpy (host to device, " + std::to_string(bytes) + " bytes)");
+}
+
+void* device_alloc(std::size_t bytes, int device_index) {
+  const DeviceScope scope(device_index);
+  void* ptr = nullptr;
+  check(cudaMalloc(&ptr, std::max<std::size_t>(bytes, 1)),
+        "cudaMalloc (" + std::to_string(bytes) + " bytes)");
+  return ptr;
+}
+
+void device_free(void* ptr, int device_index) noexcept {
+  if (ptr == nullptr) return;
+  int previous = 0;
+  cudaGetDevice(&previous);
+  cudaSetDevice(device_index);
+  cudaFree(ptr);
+  cudaSetDevice(previous);
+}
+
+void synchronize(int device_index) {
+  const DeviceScope scope(device_index);
+  check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (a kernel failed)");
+}
+
+}  // namespace longattn::detail::cuda

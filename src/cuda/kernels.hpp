@@ -1,0 +1,34 @@
+// SPDX-License-Identifier: Apache-2.0
+// Kernel launchers: the only functions of the .cu files the host orchestration calls. Each takes
+// a filled AttnParams, launches on `stream` and returns the launch status.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include "cuda/params.hpp"
+
+namespace longattn::detail::cuda {
+
+/// Geometry of the generic (SIMT) kernels: the schedule tile shape they are compiled for.
+inline constexpr int kSimtTileQ = 16;
+inline constexpr int kSimtTileK = 32;
+inline constexpr int kSimtThreads = 128;
+inline constexpr int kSimtMaxDim = 256;
+
+/// Bytes of dynamic shared memory the generic kernels need at head dim `dim`.
+std::size_t simt_forward_smem(int dim);
+std::size_t simt_backward_smem(int dim);
+
+/// Resident blocks per SM of the generic forward / backward kernels (0 when they cannot run).
+int simt_forward_occupancy(const AttnParams& p);
+int simt_backward_occupancy(const AttnParams& p);
+
+/// Forward over p.row_work (persistent grid of `grid` blocks), then the split-KV merge when
+/// p.num_merge_work > 0. p.work_counter must point at two zeroed ints.
+cudaError_t launch_simt_forward(const AttnParams& p, int grid, cudaStream_t stream);
+
+/// Backward: row constants (D_i, lse), the sink-logit gradient, dK/dV over p.col_work and dQ
+/// over p.row_work. p.work_counter must point at two zeroed ints.
+cudaError_t launch_simt_backward(const AttnParams& p, int grid, cudaStream_t stream);
+
+}  // namespace longattn::detail::cuda

@@ -1,0 +1,609 @@
+// SPDX-License-Identifier: Apache-2.0
+// The generic CUDA kernels: fp32 SIMT arithmetic for every input type, head dim <= 256, every
+// option and mask (through the 16x32 block schedule). They are the correctness path: fp32
+// inputs, head dims the tensor-core kernels do not cover, unaligned views, and the backward.
+//
+// Layout of the work: a block of 4 warps owns a 16-row query tile; warp w owns rows 4w..4w+3.
+// For scores, lane j owns key j of the 32-key tile (K in shared memory with a padded row so
+// the 32 lanes hit 32 banks); for outputs, lane owns dims lane + 32c (c < CHUNKS).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include "cuda/common/device.cuh"
+#include "cuda/kernels.hpp"
+
+namespace longattn::detail::cuda {
+namespace {
+
+constexpr int TQ = kSimtTileQ;
+constexpr int TK = kSimtTileK;
+constexpr int kWarps = kSimtThreads / 32;
+constexpr int kRowsPerWarp = TQ / kWarps;
+constexpr unsigned kFull = 0xffffffffU;
+
+static_assert(TQ <= 64 && TK == 32 && TQ % kWarps == 0, "one bitmask word per key row");
+
+template <class T>
+__device__ __forceinline__ float ld(const void* base, std::int64_t index) {
+  return to_float(static_cast<const T*>(base)[index]);
+}
+
+/// Copies rows [r0, r0 + n) (token stride ts, head offset ho) of an operand to shared memory as
+/// fp32 rows of `pitch` floats; rows n..rows-1 are zero.
+template <class T>
+__device__ void load_rows(float* dst, int pitch, int rows, const void* src, std::int64_t base,
+                          std::int64_t ts, int r0, int n, int dim) {
+  for (int e = threadIdx.x; e < rows * dim; e += blockDim.x) {
+    const int r = e / dim;
+    const int d = e - r * dim;
+    dst[r * pitch + d] = r < n ? ld<T>(src, base + static_cast<std::int64_t>(r0 + r) * ts + d) : 0.0F;
+  }
+}
+
+/// The PARTIAL-tile bitmask word of key `lane` (bit i = query row i sees it); all ones for a
+/// FULL tile, zero past the tile's last key.
+__device__ __forceinline__ std::uint64_t mask_word(const AttnParams& p, const SlotEntry& se,
+                                                   int bits_index, int lane, int jn) {
+  if (lane >= jn) return 0;
+  if (bits_index < 0) return ~0ULL;
+  return p.sched.bits[se.bits + static_cast<std::int64_t>(bits_index) * TK + lane];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------
+
+template <class T, int CHUNKS>
+__global__ void __launch_bounds__(kSimtThreads) forward_kernel(const AttnParams p) {
+  extern __shared__ float smem[];
+  const int dim = p.dim;
+  const int kpitch = dim + 1;
+  float* qs = smem;               // [TQ][dim]
+  float* ks = qs + TQ * dim;      // [TK][dim + 1]
+  float* vs = ks + TK * kpitch;   // [TK][dim]
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const bool softmax = p.softmax;
+  const float post = softmax ? kLog2eF : 1.0F;  // logits enter softmax in log2 units
+
+  for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
+    const RowWork w = p.row_work[item];
+    const BatchEntry be = p.batch[w.b];
+    const int kvh = w.h / p.group;
+    const int q0 = w.qt * TQ;
+    const int qn = min(TQ, be.sq - q0);
+    const int slot = p.sched.slot_of[w.b * p.hq + w.h];
+    const SlotEntry se = p.sched.slots[slot];
+    const std::int64_t ebase = p.sched.entry_base[slot];
+    load_rows<T>(qs, dim, TQ, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn, dim);
+
+    float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][CHUNKS];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      m[r] = neg_inf();
+      l[r] = 0.0F;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) acc[r][c] = 0.0F;
+    }
+
+    for (std::int64_t e = w.begin; e < w.end; ++e) {
+      const int kt = p.sched.key_tile[ebase + e];
+      const int bits_index = p.sched.row_bits[ebase + e];
+      const int k0 = kt * TK;
+      const int jn = min(TK, be.skv - k0);
+      __syncthreads();  // the previous tile's K/V (and Q on the first pass) are no longer read
+      load_rows<T>(ks, kpitch, TK, p.k, be.k + kvh * p.k_hs, p.k_ts, k0, jn, dim);
+      load_rows<T>(vs, dim, TK, p.v, be.v + kvh * p.v_hs, p.v_ts, k0, jn, dim);
+      __syncthreads();
+      const std::uint64_t word = mask_word(p, se, bits_index, lane, jn);
+
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const int row = warp * kRowsPerWarp + r;
+        const float* qrow = qs + row * dim;
+        const float* krow = ks + lane * kpitch;
+        float dot = 0.0F;
+        for (int d = 0; d < dim; ++d) dot = fmaf(qrow[d], krow[d], dot);
+        const bool visible = ((word >> row) & 1U) != 0 && row < qn;
+        const float x = capped_logit(p, dot) * post;
+        float prob;
+        if (softmax) {
+          const float xm = visible ? x : neg_inf();
+          const float m_new = fmaxf(m[r], warp_max(xm));
+          const float m_use = m_new == neg_inf() ? 0.0F : m_new;
+          const float alpha = exp2f(m[r] - m_use);
+          prob = exp2f(xm - m_use);
+          l[r] = l[r] * alpha + warp_sum(prob);
+          m[r] = m_new;
+          if (alpha != 1.0F) {
+#pragma unroll
+            for (int c = 0; c < CHUNKS; ++c) acc[r][c] *= alpha;
+          }
+        } else {
+          prob = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+        }
+        // O += P V; a zero weight never touches V (Inf/NaN in V spread only where weighted).
+        for (int j = 0; j < jn; ++j) {
+          const float pj = __shfl_sync(kFull, prob, j);
+          if (pj == 0.0F) continue;
+#pragma unroll
+          for (int c = 0; c < CHUNKS; ++c) {
+            const int d = lane + 32 * c;
+            if (d < dim) acc[r][c] = fmaf(pj, vs[j * dim + d], acc[r][c]);
+          }
+        }
+      }
+    }
+
+    // Epilogue: a split-KV part keeps (acc, m, l); a whole row is normalized and written.
+    const float sink2 = sink_log2(p, w.h);
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int row = warp * kRowsPerWarp + r;
+      if (row >= qn) continue;
+      if (w.part >= 0) {
+        const std::int64_t prow = static_cast<std::int64_t>(w.part) * TQ + row;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+          const int d = lane + 32 * c;
+          if (d < dim) p.part_acc[prow * dim + d] = acc[r][c];
+        }
+        if (lane == 0) {
+          p.part_ml[2 * prow] = m[r];
+          p.part_ml[2 * prow + 1] = l[r];
+        }
+        continue;
+      }
+      const RowFinal f = softmax ? finalize_row(m[r], l[r], sink2) : RowFinal{1.0F, 0.0F};
+      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(q0 + row) * p.o_ts +
+                w.h * p.o_hs;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) {
+        const int d = lane + 32 * c;
+        if (d < dim) orow[d] = from_float<T>(acc[r][c] * f.factor);
+      }
+      if (lane == 0 && p.lse != nullptr && softmax) {
+        p.lse[be.lse + w.h * p.lse_hs + static_cast<std::int64_t>(q0 + row) * p.lse_ts] = f.lse;
+      }
+    }
+  });
+}
+
+/// Merges the split-KV parts of each query tile in a fixed order (deterministic).
+template <class T, int CHUNKS>
+__global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p) {
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int dim = p.dim;
+  for (int item = blockIdx.x; item < p.num_merge_work; item += gridDim.x) {
+    const MergeWork w = p.merge_work[item];
+    const BatchEntry be = p.batch[w.b];
+    const int q0 = w.qt * TQ;
+    const int qn = min(TQ, be.sq - q0);
+    const float sink2 = sink_log2(p, w.h);
+    for (int row = warp; row < qn; row += kWarps) {
+      float m_all = neg_inf();
+      for (int s = 0; s < w.count; ++s) {
+        m_all = fmaxf(m_all, p.part_ml[2 * ((w.first + s) * TQ + row)]);
+      }
+      const float m_use = m_all == neg_inf() ? 0.0F : m_all;
+      float l_all = 0.0F;
+      float acc[CHUNKS];
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) acc[c] = 0.0F;
+      for (int s = 0; s < w.count; ++s) {
+        const std::int64_t prow = (w.first + s) * TQ + row;
+        float weight = 1.0F;
+        if (p.softmax) {
+          const float ms = p.part_ml[2 * prow];
+          weight = ms == neg_inf() ? 0.0F : exp2f(ms - m_use);
+          if (weight == 0.0F) continue;
+          l_all = fmaf(p.part_ml[2 * prow + 1], weight, l_all);
+        }
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+          const int d = lane + 32 * c;
+          if (d < dim) acc[c] = fmaf(p.part_acc[prow * dim + d], weight, acc[c]);
+        }
+      }
+      const RowFinal f = p.softmax ? finalize_row(m_all, l_all, sink2) : RowFinal{1.0F, 0.0F};
+      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(q0 + row) * p.o_ts +
+                w.h * p.o_hs;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) {
+        const int d = lane + 32 * c;
+        if (d < dim) orow[d] = from_float<T>(acc[c] * f.factor);
+      }
+      if (lane == 0 && p.lse != nullptr && p.softmax) {
+        p.lse[be.lse + w.h * p.lse_hs + static_cast<std::int64_t>(q0 + row) * p.lse_ts] = f.lse;
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------------------------
+
+/// Per row: D_i = dO_i . O_i and the lse in log2 units (+inf for a row that saw nothing, so that
+/// exp2(x - lse) is 0). One block per (head, batch entry).
+template <class T>
+__global__ void __launch_bounds__(kSimtThreads) row_constants_kernel(const AttnParams p) {
+  const int h = blockIdx.x;
+  const int b = blockIdx.y;
+  const BatchEntry be = p.batch[b];
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  for (int i = warp; i < be.sq; i += kWarps) {
+    const std::int64_t orow = be.out + static_cast<std::int64_t>(i) * p.o_ts + h * p.o_hs;
+    const std::int64_t drow = be.dout + static_cast<std::int64_t>(i) * p.do_ts + h * p.do_hs;
+    float acc = 0.0F;
+    for (int d = lane; d < p.dim; d += 32) acc = fmaf(ld<T>(p.out, orow + d), ld<T>(p.dout, drow + d), acc);
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      const std::int64_t r = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq + i;
+      p.row_dot[r] = acc;
+      float lse2 = 0.0F;
+      if (p.softmax) {
+        const float lse = p.lse[be.lse + h * p.lse_hs + static_cast<std::int64_t>(i) * p.lse_ts];
+        lse2 = lse == neg_inf() ? pos_inf() : lse * kLog2eF;
+      }
+      p.row_lse2[r] = lse2;
+    }
+  }
+}
+
+/// dsink_h = -sum_i exp(sink_h - lse_i) D_i, in double, reduced in a fixed order.
+__global__ void __launch_bounds__(kSimtThreads) sink_grad_kernel(const AttnParams p) {
+  __shared__ double partial[kSimtThreads];
+  const int h = blockIdx.x;
+  const double sink = p.sink_logits[h];
+  double g = 0.0;
+  for (int b = 0; b < p.num_batch; ++b) {
+    const BatchEntry be = p.batch[b];
+    for (int i = threadIdx.x; i < be.sq; i += blockDim.x) {
+      const std::int64_t r = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq + i;
+      const double lse = p.lse[be.lse + h * p.lse_hs + static_cast<std::int64_t>(i) * p.lse_ts];
+      g -= exp(sink - lse) * static_cast<double>(p.row_dot[r]);
+    }
+  }
+  partial[threadIdx.x] = g;
+  __syncthreads();
+  for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+    if (static_cast<int>(threadIdx.x) < s) partial[threadIdx.x] += partial[threadIdx.x + s];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) p.dsink[h * p.dsink_stride] = static_cast<float>(partial[0]);
+}
+
+/// The recomputed probability and the scaled score gradient of one (query, key) pair.
+struct PairGrad {
+  float prob;
+  float dscore;
+};
+__device__ __forceinline__ PairGrad pair_grad(const AttnParams& p, float dot, float dp,
+                                              float lse2, float rowdot, bool visible) {
+  if (!visible) return {0.0F, 0.0F};
+  const float x = capped_logit(p, dot);
+  float prob;
+  float ds;
+  if (p.softmax) {
+    prob = exp2f(x * kLog2eF - lse2);
+    ds = prob * (dp - rowdot);
+  } else {
+    prob = 1.0F / (1.0F + expf(-(x + p.sigmoid_bias)));
+    ds = dp * prob * (1.0F - prob);
+  }
+  if (p.softcap > 0.0F) {
+    const float t = x / p.softcap;
+    ds *= 1.0F - t * t;
+  }
+  return {prob, ds * p.scale};
+}
+
+/// dK, dV of one 32-key tile of one (batch entry, KV head), summed over the group's query heads
+/// and the query tiles that see it (column schedule). Lane j owns key j for scores; for the
+/// accumulators warp w owns keys 8w..8w+7 and lane owns dims lane + 32c.
+template <class T, int CHUNKS>
+__global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) {
+  extern __shared__ float smem[];
+  const int dim = p.dim;
+  const int pitch = dim + 1;
+  float* ks = smem;              // [TK][dim + 1]
+  float* vs = ks + TK * pitch;   // [TK][dim + 1]
+  float* qs = vs + TK * pitch;   // [TQ][dim]
+  float* dos = qs + TQ * dim;    // [TQ][dim]
+  float* ps = dos + TQ * dim;    // [TQ][TK]
+  float* dss = ps + TQ * TK;     // [TQ][TK]
+  float* rlse = dss + TQ * TK;   // [TQ]
+  float* rdot = rlse + TQ;       // [TQ]
+  constexpr int kKeysPerWarp = TK / kWarps;
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+
+  for_each_work_item(p.work_counter + 1, p.num_col_work, [&](int item) {
+    const ColWork w = p.col_work[item];
+    const BatchEntry be = p.batch[w.b];
+    const int k0 = w.kt * TK;
+    const int jn = min(TK, be.skv - k0);
+    load_rows<T>(ks, pitch, TK, p.k, be.k + w.kvh * p.k_hs, p.k_ts, k0, jn, dim);
+    load_rows<T>(vs, pitch, TK, p.v, be.v + w.kvh * p.v_hs, p.v_ts, k0, jn, dim);
+    float dk[kKeysPerWarp][CHUNKS], dv[kKeysPerWarp][CHUNKS];
+#pragma unroll
+    for (int jj = 0; jj < kKeysPerWarp; ++jj) {
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) dk[jj][c] = dv[jj][c] = 0.0F;
+    }
+
+    for (int h = w.kvh * p.group; h < (w.kvh + 1) * p.group; ++h) {
+      const int slot = p.sched.slot_of[w.b * p.hq + h];
+      const SlotEntry se = p.sched.slots[slot];
+      const std::int64_t ebase = p.sched.entry_base[slot];
+      const std::int64_t c0 = p.sched.col_offsets[se.col_offsets + w.kt];
+      const std::int64_t c1 = p.sched.col_offsets[se.col_offsets + w.kt + 1];
+      const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq;
+      for (std::int64_t e = c0; e < c1; ++e) {
+        const int qt = p.sched.q_tile[ebase + e];
+        const int bits_index = p.sched.col_bits[ebase + e];
+        const int q0 = qt * TQ;
+        const int qn = min(TQ, be.sq - q0);
+        __syncthreads();  // the previous query tile's Q/dO/P/dS are no longer read
+        load_rows<T>(qs, dim, TQ, p.q, be.q + h * p.q_hs, p.q_ts, q0, qn, dim);
+        load_rows<T>(dos, dim, TQ, p.dout, be.dout + h * p.do_hs, p.do_ts, q0, qn, dim);
+        if (threadIdx.x < TQ) {
+          const int i = threadIdx.x;
+          rlse[i] = i < qn ? p.row_lse2[rbase + q0 + i] : pos_inf();
+          rdot[i] = i < qn ? p.row_dot[rbase + q0 + i] : 0.0F;
+        }
+        __syncthreads();
+        const std::uint64_t word = mask_word(p, se, bits_index, lane, jn);
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) {
+          const int row = warp * kRowsPerWarp + r;
+          float dot = 0.0F;
+          float dp = 0.0F;
+          for (int d = 0; d < dim; ++d) {
+            dot = fmaf(qs[row * dim + d], ks[lane * pitch + d], dot);
+            dp = fmaf(dos[row * dim + d], vs[lane * pitch + d], dp);
+          }
+          const bool visible = ((word >> row) & 1U) != 0 && row < qn;
+          const PairGrad g = pair_grad(p, dot, dp, rlse[row], rdot[row], visible);
+          ps[row * TK + lane] = g.prob;
+          dss[row * TK + lane] = g.dscore;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int jj = 0; jj < kKeysPerWarp; ++jj) {
+          const int j = warp * kKeysPerWarp + jj;
+          for (int i = 0; i < qn; ++i) {
+            const float pij = ps[i * TK + j];
+            const float dsij = dss[i * TK + j];
+#pragma unroll
+            for (int c = 0; c < CHUNKS; ++c) {
+              const int d = lane + 32 * c;
+              if (d < dim) {
+                dv[jj][c] = fmaf(pij, dos[i * dim + d], dv[jj][c]);
+                dk[jj][c] = fmaf(dsij, qs[i * dim + d], dk[jj][c]);
+              }
+            }
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int jj = 0; jj < kKeysPerWarp; ++jj) {
+      const int j = warp * kKeysPerWarp + jj;
+      if (j >= jn) continue;
+      T* dkrow = static_cast<T*>(p.dk) + be.dk + static_cast<std::int64_t>(k0 + j) * p.dk_ts +
+                 w.kvh * p.dk_hs;
+      T* dvrow = static_cast<T*>(p.dv) + be.dv + static_cast<std::int64_t>(k0 + j) * p.dv_ts +
+                 w.kvh * p.dv_hs;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) {
+        const int d = lane + 32 * c;
+        if (d < dim) {
+          dkrow[d] = from_float<T>(dk[jj][c]);
+          dvrow[d] = from_float<T>(dv[jj][c]);
+        }
+      }
+    }
+    __syncthreads();  // K/V of this tile are read until here
+  });
+}
+
+/// dQ of one 16-row query tile over its row schedule (recomputing P and dS).
+template <class T, int CHUNKS>
+__global__ void __launch_bounds__(kSimtThreads) dq_kernel(const AttnParams p) {
+  extern __shared__ float smem[];
+  const int dim = p.dim;
+  const int pitch = dim + 1;
+  float* qs = smem;              // [TQ][dim]
+  float* dos = qs + TQ * dim;    // [TQ][dim]
+  float* ks = dos + TQ * dim;    // [TK][dim + 1]
+  float* vs = ks + TK * pitch;   // [TK][dim + 1]
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+
+  for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
+    const RowWork w = p.row_work[item];
+    const BatchEntry be = p.batch[w.b];
+    const int kvh = w.h / p.group;
+    const int q0 = w.qt * TQ;
+    const int qn = min(TQ, be.sq - q0);
+    const int slot = p.sched.slot_of[w.b * p.hq + w.h];
+    const SlotEntry se = p.sched.slots[slot];
+    const std::int64_t ebase = p.sched.entry_base[slot];
+    const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(w.h) * be.sq;
+    load_rows<T>(qs, dim, TQ, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn, dim);
+    load_rows<T>(dos, dim, TQ, p.dout, be.dout + w.h * p.do_hs, p.do_ts, q0, qn, dim);
+    float lse2[kRowsPerWarp], rowdot[kRowsPerWarp], acc[kRowsPerWarp][CHUNKS];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int row = warp * kRowsPerWarp + r;
+      lse2[r] = row < qn ? p.row_lse2[rbase + q0 + row] : pos_inf();
+      rowdot[r] = row < qn ? p.row_dot[rbase + q0 + row] : 0.0F;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) acc[r][c] = 0.0F;
+    }
+    for (std::int64_t e = w.begin; e < w.end; ++e) {
+      const int kt = p.sched.key_tile[ebase + e];
+      const int bits_index = p.sched.row_bits[ebase + e];
+      const int k0 = kt * TK;
+      const int jn = min(TK, be.skv - k0);
+      __syncthreads();
+      load_rows<T>(ks, pitch, TK, p.k, be.k + kvh * p.k_hs, p.k_ts, k0, jn, dim);
+      load_rows<T>(vs, pitch, TK, p.v, be.v + kvh * p.v_hs, p.v_ts, k0, jn, dim);
+      __syncthreads();
+      const std::uint64_t word = mask_word(p, se, bits_index, lane, jn);
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const int row = warp * kRowsPerWarp + r;
+        float dot = 0.0F;
+        float dp = 0.0F;
+        for (int d = 0; d < dim; ++d) {
+          dot = fmaf(qs[row * dim + d], ks[lane * pitch + d], dot);
+          dp = fmaf(dos[row * dim + d], vs[lane * pitch + d], dp);
+        }
+        const bool visible = ((word >> row) & 1U) != 0 && row < qn;
+        const float ds = pair_grad(p, dot, dp, lse2[r], rowdot[r], visible).dscore;
+        for (int j = 0; j < jn; ++j) {
+          const float dsj = __shfl_sync(kFull, ds, j);
+          if (dsj == 0.0F) continue;
+#pragma unroll
+          for (int c = 0; c < CHUNKS; ++c) {
+            const int d = lane + 32 * c;
+            if (d < dim) acc[r][c] = fmaf(dsj, ks[j * pitch + d], acc[r][c]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int row = warp * kRowsPerWarp + r;
+      if (row >= qn) continue;
+      T* dqrow = static_cast<T*>(p.dq) + be.dq + static_cast<std::int64_t>(q0 + row) * p.dq_ts +
+                 w.h * p.dq_hs;
+#pragma unroll
+      for (int c = 0; c < CHUNKS; ++c) {
+        const int d = lane + 32 * c;
+        if (d < dim) dqrow[d] = from_float<T>(acc[r][c]);
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch over (input type, dims per lane)
+// ---------------------------------------------------------------------------------------------
+
+template <template <class, int> class Fn, class... Args>
+cudaError_t dispatch(const AttnParams& p, Args&&... args) {
+  auto by_chunks = [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    if (p.dim <= 32) return Fn<T, 1>::run(p, args...);
+    if (p.dim <= 64) return Fn<T, 2>::run(p, args...);
+    if (p.dim <= 128) return Fn<T, 4>::run(p, args...);
+    return Fn<T, 8>::run(p, args...);
+  };
+  switch (p.elem) {
+    case ElemType::kF32:
+      return by_chunks(float{});
+    case ElemType::kF16:
+      return by_chunks(__half{});
+    case ElemType::kBF16:
+      return by_chunks(__nv_bfloat16{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+template <class Kernel>
+cudaError_t prepare(Kernel kernel, std::size_t smem) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(smem));
+}
+
+template <class T, int CHUNKS>
+struct ForwardLaunch {
+  static cudaError_t run(const AttnParams& p, int grid, cudaStream_t stream) {
+    const std::size_t smem = simt_forward_smem(p.dim);
+    if (cudaError_t e = prepare(forward_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    forward_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
+    if (p.num_merge_work > 0) {
+      const int merge_grid = min(p.num_merge_work, 65535);
+      merge_kernel<T, CHUNKS><<<merge_grid, kSimtThreads, 0, stream>>>(p);
+    }
+    return cudaGetLastError();
+  }
+};
+
+template <class T, int CHUNKS>
+struct ForwardOccupancy {
+  static cudaError_t run(const AttnParams& p, int* blocks) {
+    const std::size_t smem = simt_forward_smem(p.dim);
+    if (cudaError_t e = prepare(forward_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, forward_kernel<T, CHUNKS>,
+                                                         kSimtThreads, smem);
+  }
+};
+
+template <class T, int CHUNKS>
+struct BackwardOccupancy {
+  static cudaError_t run(const AttnParams& p, int* blocks) {
+    const std::size_t smem = simt_backward_smem(p.dim);
+    if (cudaError_t e = prepare(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, dkdv_kernel<T, CHUNKS>,
+                                                         kSimtThreads, smem);
+  }
+};
+
+template <class T, int CHUNKS>
+struct BackwardLaunch {
+  static cudaError_t run(const AttnParams& p, int grid, cudaStream_t stream) {
+    const std::size_t smem = simt_backward_smem(p.dim);
+    if (cudaError_t e = prepare(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    if (cudaError_t e = prepare(dq_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    row_constants_kernel<T><<<dim3(p.hq, p.num_batch), kSimtThreads, 0, stream>>>(p);
+    if (p.dsink != nullptr) sink_grad_kernel<<<p.hq, kSimtThreads, 0, stream>>>(p);
+    dkdv_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
+    dq_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
+    return cudaGetLastError();
+  }
+};
+
+int occupancy_or_zero(cudaError_t status, int blocks) {
+  return status == cudaSuccess ? blocks : 0;
+}
+
+}  // namespace
+
+std::size_t simt_forward_smem(int dim) {
+  return sizeof(float) * static_cast<std::size_t>(TQ * dim + TK * (dim + 1) + TK * dim);
+}
+
+std::size_t simt_backward_smem(int dim) {
+  const std::size_t dkdv = static_cast<std::size_t>(2 * TK * (dim + 1) + 2 * TQ * dim +
+                                                    2 * TQ * TK + 2 * TQ);
+  const std::size_t dq = static_cast<std::size_t>(2 * TQ * dim + 2 * TK * (dim + 1));
+  return sizeof(float) * (dkdv > dq ? dkdv : dq);
+}
+
+int simt_forward_occupancy(const AttnParams& p) {
+  int blocks = 0;
+  return occupancy_or_zero(dispatch<ForwardOccupancy>(p, &blocks), blocks);
+}
+
+int simt_backward_occupancy(const AttnParams& p) {
+  int blocks = 0;
+  return occupancy_or_zero(dispatch<BackwardOccupancy>(p, &blocks), blocks);
+}
+
+cudaError_t launch_simt_forward(const AttnParams& p, int grid, cudaStream_t stream) {
+  return dispatch<ForwardLaunch>(p, grid, stream);
+}
+
+cudaError_t launch_simt_backward(const AttnParams& p, int grid, cudaStream_t stream) {
+  return dispatch<BackwardLaunch>(p, grid, stream);
+}
+
+}  // namespace longattn::detail::cuda
