@@ -35,8 +35,8 @@ Backend choose_backend(const detail::Problem& p, Backend requested, Device devic
                   "the CUDA backend is not part of this build (configure with LONGATTN_CUDA=ON)");
     }
     if (device != Device::kCUDA) {
-      throw Error(ErrorKind::kInvalidArgument, "q",
-                  std::string("backend cuda needs GPU tensors, got ") + device_name(device));
+      throw Error(ErrorKind::kInvalidArgument, "options.backend",
+                  std::string("the CUDA backend needs GPU tensors, q is on ") + device_name(device));
     }
     detail::cuda::check_supported(p);
     return Backend::kCUDA;
