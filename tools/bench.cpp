@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -16,8 +17,10 @@
 #include <vector>
 
 #include "check/cases.hpp"
+#include "check/device_mirror.hpp"
 #include "core/problem.hpp"
 #include "core/schedule.hpp"
+#include "cuda/cuda_backend.hpp"
 #include "longattn/longattn.hpp"
 #include "tools/commands.hpp"
 
@@ -63,7 +66,7 @@ MaskSpec mask_for(const Config& c, std::int64_t s, std::int64_t window) {
 }
 
 /// Error against the oracle of the same configuration at a small size.
-double small_size_error(const Config& c) {
+double small_size_error(const Config& c, Backend backend) {
   check::Case k;
   k.dtype = c.dtype;
   k.backward = c.backward;
@@ -77,7 +80,7 @@ double small_size_error(const Config& c) {
   Config small = c;
   small.doc_len = c.doc_len > 0 ? std::max<std::int64_t>(1, c.doc_len * k.skv / c.skv) : 0;
   k.mask = mask_for(small, k.skv, window);
-  const auto r = check::run_case(k, Backend::kCPU);
+  const auto r = check::run_case(k, backend);
   return r.error.empty() ? r.worst_rel_l2() : -1.0;
 }
 
@@ -106,6 +109,10 @@ struct HostTensor {
       view = TensorView::contiguous(half.data(), dtype, shape);
     }
   }
+  /// A GPU copy of this tensor (the view's data is its whole allocation).
+  [[nodiscard]] check::DeviceMirror on_gpu() const {
+    return {view.data, static_cast<std::size_t>(view.numel()) * dtype_size(view.dtype), view};
+  }
 };
 
 double median(std::vector<double> v) {
@@ -113,7 +120,7 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-Row run_config(const Config& c, int reps, int threads, bool with_check) {
+Row run_config(const Config& c, int reps, int threads, bool with_check, bool gpu) {
   Row row;
   row.cfg = c;
   std::mt19937 rng(1234);
@@ -135,37 +142,66 @@ Row run_config(const Config& c, int reps, int threads, bool with_check) {
   double flops = 4.0 * area * static_cast<double>(c.dim);
   const double esize = static_cast<double>(dtype_size(c.dtype));
   double bytes = esize * static_cast<double>(2 * q.view.numel() + 2 * k.view.numel());
-  std::vector<double> times;
-  reset_peak_rss();
-  attention_forward(q.view, k.view, v.view, out.view, lse.view, o);  // warm-up (and bwd input)
-  if (!c.backward) {
-    for (int r = 0; r < reps; ++r) {
-      const auto t0 = std::chrono::steady_clock::now();
-      attention_forward(q.view, k.view, v.view, out.view, lse.view, o);
-      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  const bool bwd = c.backward;
+  std::optional<HostTensor> dout, dq, dk, dv;
+  if (bwd) {
+    dout.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.sq, c.hq, c.dim}, rng, true);
+    dq.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.sq, c.hq, c.dim}, rng, false);
+    dk.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.skv, c.hkv, c.dim}, rng, false);
+    dv.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.skv, c.hkv, c.dim}, rng, false);
+  }
+  // On the GPU: device copies of every operand, and the call timed between two device syncs
+  // over all repetitions (launch overhead included, as a caller sees it).
+  std::vector<check::DeviceMirror> g;
+  auto view_of = [&](const HostTensor& t) -> TensorView {
+    if (!gpu) return t.view;
+    return g.emplace_back(t.on_gpu()).view();
+  };
+  g.reserve(9);
+  const TensorView qv = view_of(q), kv = view_of(k), vv = view_of(v), ov = view_of(out),
+                   lv = view_of(lse);
+  TensorView dov, dqv, dkv, dvv;
+  if (bwd) {
+    dov = view_of(*dout);
+    dqv = view_of(*dq);
+    dkv = view_of(*dk);
+    dvv = view_of(*dv);
+  }
+  auto call = [&]() {
+    if (bwd) {
+      attention_backward(qv, kv, vv, ov, lv, dov, dqv, dkv, dvv, {}, o);
+    } else {
+      attention_forward(qv, kv, vv, ov, lv, o);
     }
-  } else {
+  };
+  reset_peak_rss();
+  attention_forward(qv, kv, vv, ov, lv, o);  // warm-up (and the backward's input)
+  if (bwd) {
     flops *= 2.5;
     bytes *= 2.0;
-    HostTensor dout(c.dtype, {c.batch, c.sq, c.hq, c.dim}, rng, true);
-    HostTensor dq(c.dtype, {c.batch, c.sq, c.hq, c.dim}, rng, false);
-    HostTensor dk(c.dtype, {c.batch, c.skv, c.hkv, c.dim}, rng, false);
-    HostTensor dv(c.dtype, {c.batch, c.skv, c.hkv, c.dim}, rng, false);
-    for (int r = 0; r < reps + 1; ++r) {
+    call();  // warm-up
+  }
+  std::vector<double> times;
+  if (gpu) {
+    detail::cuda::synchronize(0);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int r = 0; r < reps; ++r) call();
+    detail::cuda::synchronize(0);
+    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() /
+                    reps);
+  } else {
+    for (int r = 0; r < reps; ++r) {
       const auto t0 = std::chrono::steady_clock::now();
-      attention_backward(q.view, k.view, v.view, out.view, lse.view, dout.view, dq.view, dk.view,
-                         dv.view, {}, o);
-      if (r > 0)
-        times.push_back(
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      call();
+      times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
   }
-  row.peak_mb = peak_rss_mb();
+  row.peak_mb = gpu ? 0.0 : peak_rss_mb();
   const double s = median(times);
   row.ms = s * 1e3;
   row.tflops = flops / s / 1e12;
   row.gbps = bytes / s / 1e9;
-  if (with_check) row.rel_err = small_size_error(c);
+  if (with_check) row.rel_err = small_size_error(c, gpu ? Backend::kCUDA : Backend::kCPU);
   return row;
 }
 
@@ -220,9 +256,45 @@ std::vector<Config> suite(const std::string& name) {
       out.push_back(c);
     }
   }
+  if (name == "gpu") {
+    // The CUDA bars of the CUDA-backend issue (bf16): dense and causal at D = 128 and 64,
+    // B*S = 16384, H = 16; backward at S = 8192, B = 2; the twelve masks in the setting of
+    // ../shared/anchors/longca_masks_flex.py (64 query / 8 KV heads, D = 128, S = 16384).
+    for (std::int64_t dim : {128, 64}) {
+      for (const char* m : {"full", "causal"}) {
+        Config c;
+        c.dtype = DType::kBF16;
+        c.mask = m;
+        c.dim = dim;
+        c.sq = c.skv = 16384;
+        out.push_back(c);
+      }
+    }
+    for (const char* m : {"full", "causal"}) {
+      Config c;
+      c.dtype = DType::kBF16;
+      c.mask = m;
+      c.batch = 2;
+      c.sq = c.skv = 8192;
+      c.backward = true;
+      out.push_back(c);
+    }
+    for (Pattern pat : benchmark_patterns()) {
+      for (bool bwd : {false, true}) {
+        Config c;
+        c.dtype = DType::kBF16;
+        c.mask = pattern_name(pat);
+        c.hq = 64;
+        c.hkv = 8;
+        c.sq = c.skv = 16384;
+        c.backward = bwd;
+        out.push_back(c);
+      }
+    }
+  }
   if (out.empty()) {
     throw Error(ErrorKind::kInvalidArgument, "--suite",
-                "unknown suite '" + name + "', expected quick, masks, kernels or all");
+                "unknown suite '" + name + "', expected quick, masks, kernels, gpu or all");
   }
   return out;
 }
@@ -249,8 +321,8 @@ void add_bench_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--suite", a->suite,
-                  "quick (default: the twelve benchmark masks, fwd+bwd), masks, kernels, all");
-  cmd->add_option("--device", a->device, "cpu")->check(CLI::IsMember({"cpu", "cuda"}));
+                  "quick (default: the twelve benchmark masks, fwd+bwd), masks, kernels, gpu (the CUDA bars), all");
+  cmd->add_option("--device", a->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--dtype", a->dtype, "fp32, bf16 or fp16 (overrides the suite's)");
   cmd->add_option("--B", a->batch, "Batch size");
   cmd->add_option("--H", a->hq, "Query heads");
@@ -272,9 +344,11 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--no-check", a->no_check, "Skip the small-size accuracy check");
   cmd->add_option("--json", a->json, "Write the rows as JSON to this file");
   cmd->callback([a]() {
-    if (a->device == "cuda") {
+    const bool gpu = a->device == "cuda";
+    if (gpu && detail::cuda::usable_devices() == 0) {
       throw Error(ErrorKind::kUnsupported, "--device",
-                  "the CUDA backend is not part of this build");
+                  detail::cuda::built() ? "no usable GPU: " + detail::cuda::device_summary()
+                                        : std::string("this build has no CUDA backend"));
     }
     const bool custom =
         a->batch || a->hq || a->hkv || a->skv || a->dim || !a->lengths.empty() || !a->masks.empty();
@@ -315,7 +389,11 @@ void add_bench_command(CLI::App& app) {
     }
     const RuntimeInfo info = runtime_info();
     const int threads = a->threads > 0 ? a->threads : info.threads;
-    fmt::print("longattn {} bench: cpu {} x{} threads\n", info.version, info.simd, threads);
+    if (gpu) {
+      fmt::print("longattn {} bench: {}\n", info.version, detail::cuda::device_summary());
+    } else {
+      fmt::print("longattn {} bench: cpu {} x{} threads\n", info.version, info.simd, threads);
+    }
     fmt::print(
         "{:<3} {:<22} {:<5} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6} {:>10} {:>8} {:>8} {:>8} "
         "{:>9}\n",
@@ -327,7 +405,7 @@ void add_bench_command(CLI::App& app) {
       ++n;
       fmt::print(stderr, "[{}/{}] {} {} {} S={} ...\n", n, configs.size(),
                  c.backward ? "bwd" : "fwd", c.mask, dtype_name(c.dtype), c.sq);
-      const Row r = run_config(c, a->reps, threads, !a->no_check);
+      const Row r = run_config(c, a->reps, threads, !a->no_check, gpu);
       fmt::print(
           "{:<3} {:<22} {:<5} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6.3f} {:>10.2f} {:>8.4f} "
           "{:>8.2f} {:>8.0f} {:>9.2e}\n",
@@ -336,8 +414,8 @@ void add_bench_command(CLI::App& app) {
       std::fflush(stdout);
       rows.push_back({{"op", c.backward ? "bwd" : "fwd"},
                       {"impl", "longattn"},
-                      {"device", "cpu"},
-                      {"simd", info.simd},
+                      {"device", gpu ? "cuda" : "cpu"},
+                      {"simd", gpu ? detail::cuda::device_summary() : info.simd},
                       {"threads", threads},
                       {"dtype", dtype_name(c.dtype)},
                       {"mask", c.mask},

@@ -12,8 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "check/device_mirror.hpp"
 #include "core/problem.hpp"
-#include "cuda/cuda_backend.hpp"
 #include "longattn/error.hpp"
 #include "reference/reference.hpp"
 
@@ -122,39 +122,7 @@ Tolerance tolerance_for(DType dtype) {
 }
 
 /// Operand views of one case.
-/// A GPU copy of a host allocation holding a view: the whole allocation goes over (guards
-/// included), the view is rebased onto it, and copy_back() returns every byte.
-class DeviceMirror {
- public:
-  explicit DeviceMirror(const Buf& host)
-      : DeviceMirror(host.mem.data(), host.mem.size(), host.view) {}
-  DeviceMirror(const void* base, std::size_t bytes, const TensorView& view)
-      : bytes_(bytes), view_(view) {
-    if (view.empty_view() || bytes == 0) return;
-    memory_ = detail::cuda::device_alloc(bytes, 0);
-    detail::cuda::copy_to_device(memory_, base, bytes, 0);
-    const auto shift = static_cast<const char*>(view.data) - static_cast<const char*>(base);
-    view_.data = static_cast<char*>(memory_) + shift;
-    view_.device = Device::kCUDA;
-    view_.device_index = 0;
-  }
-  DeviceMirror(DeviceMirror&& other) noexcept
-      : memory_(std::exchange(other.memory_, nullptr)), bytes_(other.bytes_), view_(other.view_) {}
-  DeviceMirror(const DeviceMirror&) = delete;
-  DeviceMirror& operator=(const DeviceMirror&) = delete;
-  DeviceMirror& operator=(DeviceMirror&&) = delete;
-  ~DeviceMirror() { detail::cuda::device_free(memory_, 0); }
-
-  [[nodiscard]] const TensorView& view() const { return view_; }
-  void copy_back(Buf& host) const {
-    if (memory_ != nullptr) detail::cuda::copy_to_host(host.mem.data(), memory_, bytes_, 0);
-  }
-
- private:
-  void* memory_ = nullptr;
-  std::size_t bytes_ = 0;
-  TensorView view_;
-};
+DeviceMirror mirror(const Buf& b) { return {b.mem.data(), b.mem.size(), b.view}; }
 
 struct Tensors {
   Buf q, k, v, out, lse, dout, dq, dk, dv, dsink, sink_logits;
@@ -355,7 +323,7 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
   const bool on_gpu = backend == Backend::kCUDA;
   auto gpu_options = [&](std::vector<DeviceMirror>& keep) {
     AttentionOptions g = opts;
-    if (c.sink_logits) g.sink_logits = keep.emplace_back(t.sink_logits).view();
+    if (c.sink_logits) g.sink_logits = keep.emplace_back(mirror(t.sink_logits)).view();
     if (varlen) {
       g.cu_seqlens_q = keep.emplace_back(t.cu_q.data(), t.cu_q.size() * 4, t.cu_q_view).view();
       g.cu_seqlens_k = keep.emplace_back(t.cu_k.data(), t.cu_k.size() * 4, t.cu_k_view).view();
@@ -370,10 +338,11 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
     std::vector<DeviceMirror> keep;
     keep.reserve(4);
     const AttentionOptions g = gpu_options(keep);
-    const DeviceMirror q(t.q), k(t.k), v(t.v), o(out), l(lse);
+    const DeviceMirror q = mirror(t.q), k = mirror(t.k), v = mirror(t.v), o = mirror(out),
+                       l = mirror(lse);
     attention_forward(q.view(), k.view(), v.view(), o.view(), softmax ? l.view() : no_view, g);
-    o.copy_back(out);
-    if (softmax) l.copy_back(lse);
+    o.copy_back(out.mem.data());
+    if (softmax) l.copy_back(lse.mem.data());
   };
   auto backward_into = [&](Tensors& o) {
     const TensorView& dsink_view = c.sink_logits ? o.dsink.view : no_view;
@@ -385,15 +354,17 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
     std::vector<DeviceMirror> keep;
     keep.reserve(4);
     const AttentionOptions g = gpu_options(keep);
-    const DeviceMirror q(t.q), k(t.k), v(t.v), out(t.out), lse(t.lse), dout(t.dout);
-    const DeviceMirror dq(o.dq), dk(o.dk), dv(o.dv), dsink(o.dsink);
+    const DeviceMirror q = mirror(t.q), k = mirror(t.k), v = mirror(t.v), out = mirror(t.out),
+                       lse = mirror(t.lse), dout = mirror(t.dout);
+    const DeviceMirror dq = mirror(o.dq), dk = mirror(o.dk), dv = mirror(o.dv),
+                       dsink = mirror(o.dsink);
     attention_backward(q.view(), k.view(), v.view(), out.view(), softmax ? lse.view() : no_view,
                        dout.view(), dq.view(), dk.view(), dv.view(),
                        c.sink_logits ? dsink.view() : no_view, g);
-    dq.copy_back(o.dq);
-    dk.copy_back(o.dk);
-    dv.copy_back(o.dv);
-    if (c.sink_logits) dsink.copy_back(o.dsink);
+    dq.copy_back(o.dq.mem.data());
+    dk.copy_back(o.dk.mem.data());
+    dv.copy_back(o.dv.mem.data());
+    if (c.sink_logits) dsink.copy_back(o.dsink.mem.data());
   };
   try {
     // ---- forward on the backend (twice: determinism) ----

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <list>
 #include <memory>
@@ -158,7 +159,7 @@ struct DeviceWork {
 
 std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
                                               std::shared_ptr<const ScheduleSet> set,
-                                              int slots_per_gpu) {
+                                              int slots_per_gpu, int tile_q, int tile_k) {
   auto w = std::make_unique<DeviceWork>();
   w->host = set;
   w->device = p.device_index;
@@ -256,7 +257,7 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
   std::vector<std::pair<std::int64_t, ColWork>> cols;
   std::vector<std::int64_t> slot_index_of(set->slots().size());
   for (std::int64_t b = 0; b < p.batch; ++b) {
-    const std::int64_t k_tiles = (p.seqs[static_cast<std::size_t>(b)].skv + kSimtTileK - 1) / kSimtTileK;
+    const std::int64_t k_tiles = (p.seqs[static_cast<std::size_t>(b)].skv + tile_k - 1) / tile_k;
     for (std::int64_t kvh = 0; kvh < p.hkv; ++kvh) {
       for (std::int64_t kt = 0; kt < k_tiles; ++kt) {
         std::int64_t cost = 1;
@@ -302,9 +303,9 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
           "cudaMemcpy (block schedule)");
   }
   DeviceSchedule& d = w->sched;
-  d.tile_q = kSimtTileQ;
-  d.tile_k = kSimtTileK;
-  d.words_per_row = 1;
+  d.tile_q = tile_q;
+  d.tile_k = tile_k;
+  d.words_per_row = (tile_q + 63) / 64;
   d.slot_of = at<std::int32_t>(w->memory, o_slot_of);
   d.slots = at<SlotEntry>(w->memory, o_slots);
   d.entry_base = at<std::int64_t>(w->memory, o_entry_base);
@@ -328,11 +329,12 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
 
 /// The device work of `p`, from an LRU cache keyed by (device, schedule set, KV heads, GPU
 /// slots); the schedule set itself comes from the host cache, so repeated calls upload nothing.
-std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gpu) {
+std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gpu, int tile_q,
+                                              int tile_k) {
   constexpr std::size_t kCapacity = 16;
   static std::mutex mutex;
   static std::list<std::shared_ptr<const DeviceWork>> lru;
-  auto set = cached_schedules(p, kSimtTileQ, kSimtTileK);
+  auto set = cached_schedules(p, tile_q, tile_k);
   const std::lock_guard<std::mutex> lock(mutex);
   for (auto it = lru.begin(); it != lru.end(); ++it) {
     const DeviceWork& w = **it;
@@ -342,7 +344,7 @@ std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gp
       return lru.front();
     }
   }
-  lru.push_front(build_device_work(p, set, slots_per_gpu));
+  lru.push_front(build_device_work(p, set, slots_per_gpu, tile_q, tile_k));
   if (lru.size() > kCapacity) lru.pop_back();
   return lru.front();
 }
@@ -418,6 +420,30 @@ class CallWorkspace {
   cudaStream_t stream_;
 };
 
+bool aligned16(const Operand& op) {
+  if (reinterpret_cast<std::uintptr_t>(op.data) % 16 != 0) return false;
+  if (op.token_stride % 8 != 0 || op.head_stride % 8 != 0) return false;
+  return std::all_of(op.batch_offset.begin(), op.batch_offset.end(),
+                     [](std::int64_t o) { return o % 8 == 0; });
+}
+
+bool generic_forced() {
+  static const bool forced = [] {
+    const char* v = std::getenv("LONGATTN_CUDA_GENERIC");
+    return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+  }();
+  return forced;
+}
+
+/// The tensor-core forward for p, or null when the generic kernel must run it (fp32, a head
+/// dim not instantiated, rows not 16-byte aligned, or LONGATTN_CUDA_GENERIC=1).
+const MmaForwardKernel* tensor_core_forward(const Problem& p) {
+  if (p.dtype != DType::kBF16 && p.dtype != DType::kF16) return nullptr;
+  if (generic_forced()) return nullptr;
+  if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out)) return nullptr;
+  return find_forward_mma(elem_of(p.dtype), static_cast<int>(p.dim));
+}
+
 std::int64_t total_rows(const Problem& p) {
   std::int64_t rows = 0;
   for (const auto& s : p.seqs) rows += s.sq;
@@ -427,6 +453,12 @@ std::int64_t total_rows(const Problem& p) {
 }  // namespace
 
 bool built() noexcept { return true; }
+
+std::string describe_forward(const Problem& p) {
+  const MmaForwardKernel* mma = tensor_core_forward(p);
+  return mma != nullptr ? "tensor cores (mma.sync), tile 64x" + std::to_string(mma_tile_k(mma->dim))
+                        : "generic SIMT kernel, tile 16x32";
+}
 
 int usable_devices() noexcept {
   int count = 0;
@@ -469,29 +501,31 @@ void forward(const Problem& p) {
   auto stream = static_cast<cudaStream_t>(p.stream);
   std::vector<BatchEntry> table;
   AttnParams a = base_params(p, table);
-  const int occupancy = simt_forward_occupancy(a);
+  const MmaForwardKernel* mma = tensor_core_forward(p);
+  const int occupancy = mma != nullptr ? mma->occupancy() : simt_forward_occupancy(a);
   if (occupancy == 0) {
-    check(cudaGetLastError(), "forward kernel setup (shared memory for D=" + std::to_string(p.dim) + ")");
-    throw Error(ErrorKind::kRuntime, "q", "the forward kernel cannot be resident at D=" + std::to_string(p.dim));
+    check(cudaGetLastError(), "forward kernel setup (D=" + std::to_string(p.dim) + ")");
+    throw Error(ErrorKind::kRuntime, "q",
+                "the forward kernel cannot be resident at D=" + std::to_string(p.dim));
   }
+  const int tile_q = mma != nullptr ? kMmaTileQ : kSimtTileQ;
+  const int tile_k = mma != nullptr ? mma_tile_k(static_cast<int>(p.dim)) : kSimtTileK;
   const int slots = props(p.device_index).sms * occupancy;
-  const auto work = device_work(p, slots);
+  const auto work = device_work(p, slots, tile_q, tile_k);
   if (work->num_fwd_work == 0) return;  // nothing to compute (empty sequences)
 
   Packer pk;
   const std::size_t o_table = pk.add(table);
   const std::size_t o_sinks = pk.add(p.sink_logits);
   const std::size_t o_counter = pk.reserve(2 * sizeof(std::int32_t));
-  const std::size_t o_acc = pk.reserve(static_cast<std::size_t>(work->num_parts) * kSimtTileQ *
+  const std::size_t o_acc = pk.reserve(static_cast<std::size_t>(work->num_parts) * tile_q *
                                        static_cast<std::size_t>(p.dim) * sizeof(float));
   const std::size_t o_ml =
-      pk.reserve(static_cast<std::size_t>(work->num_parts) * kSimtTileQ * 2 * sizeof(float));
+      pk.reserve(static_cast<std::size_t>(work->num_parts) * tile_q * 2 * sizeof(float));
   CallWorkspace ws(pk.size(), stream);
-  // Only the tables and the counters need initial values: copy up to the partial buffers.
+  // The tables and the zeroed counters; the partial buffers need no initial values.
   check(cudaMemcpyAsync(ws.get(), pk.data(), o_acc, cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync (forward tables)");
-  check(cudaMemsetAsync(at<std::int32_t>(ws.get(), o_counter), 0, 2 * sizeof(std::int32_t), stream),
-        "cudaMemsetAsync (work counter)");
   a.batch = at<BatchEntry>(ws.get(), o_table);
   a.sink_logits = p.has_sink_logits() ? at<float>(ws.get(), o_sinks) : nullptr;
   a.work_counter = at<std::int32_t>(ws.get(), o_counter);
@@ -503,7 +537,13 @@ void forward(const Problem& p) {
   a.merge_work = work->merge_work;
   a.num_merge_work = work->num_merge_work;
   const int grid = std::min(work->num_fwd_work, slots);
-  check(launch_simt_forward(a, grid, stream), "forward kernel launch (generic, D=" + std::to_string(p.dim) + ")");
+  if (mma != nullptr) {
+    check(mma->launch(a, grid, stream),
+          "forward kernel launch (tensor cores, D=" + std::to_string(p.dim) + ")");
+  } else {
+    check(launch_simt_forward(a, grid, stream),
+          "forward kernel launch (generic, D=" + std::to_string(p.dim) + ")");
+  }
 }
 
 void backward(const Problem& p) {
@@ -533,7 +573,7 @@ void backward(const Problem& p) {
   }
   const int slots = props(p.device_index).sms * occupancy;
   // The work lists do not depend on the forward's split decision here: use the same cache key.
-  const auto work = device_work(p, slots);
+  const auto work = device_work(p, slots, kSimtTileQ, kSimtTileK);
   if (work->num_full_work == 0 && work->num_col_work == 0) return;
 
   const std::int64_t rows = total_rows(p) * p.hq;
@@ -546,8 +586,6 @@ void backward(const Problem& p) {
   CallWorkspace ws(pk.size(), stream);
   check(cudaMemcpyAsync(ws.get(), pk.data(), o_dot, cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync (backward tables)");
-  check(cudaMemsetAsync(at<std::int32_t>(ws.get(), o_counter), 0, 2 * sizeof(std::int32_t), stream),
-        "cudaMemsetAsync (work counter)");
   a.batch = at<BatchEntry>(ws.get(), o_table);
   a.sink_logits = p.has_sink_logits() ? at<float>(ws.get(), o_sinks) : nullptr;
   a.work_counter = at<std::int32_t>(ws.get(), o_counter);

@@ -15,6 +15,12 @@ inline constexpr int kSimtTileK = 32;
 inline constexpr int kSimtThreads = 128;
 inline constexpr int kSimtMaxDim = 256;
 
+/// Geometry of the tensor-core forward (sm80/forward_mma.cuh): 64-row query tiles against
+/// 64-key tiles (32 at D = 256, to fit sm_80's shared memory).
+inline constexpr int kMmaTileQ = 64;
+inline constexpr int kMmaTileK = 64;
+constexpr int mma_tile_k(int dim) { return dim <= 128 ? kMmaTileK : kMmaTileK / 2; }
+
 /// Bytes of dynamic shared memory the generic kernels need at head dim `dim`.
 std::size_t simt_forward_smem(int dim);
 std::size_t simt_backward_smem(int dim);
@@ -26,6 +32,26 @@ int simt_backward_occupancy(const AttnParams& p);
 /// Forward over p.row_work (persistent grid of `grid` blocks), then the split-KV merge when
 /// p.num_merge_work > 0. p.work_counter must point at two zeroed ints.
 cudaError_t launch_simt_forward(const AttnParams& p, int grid, cudaStream_t stream);
+
+/// Merges split-KV parts (p.merge_work; part rows of p.sched.tile_q) into out and lse.
+cudaError_t launch_merge(const AttnParams& p, cudaStream_t stream);
+
+/// Tensor-core forward for ELEM = int(ElemType::kBF16 or kF16) and head dim D; instantiated
+/// by the files generated from src/cuda/kernels.list.
+template <int ELEM, int D>
+int forward_mma_occupancy();
+template <int ELEM, int D>
+cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream);
+
+/// One compiled tensor-core forward.
+struct MmaForwardKernel {
+  ElemType elem;
+  int dim;
+  int (*occupancy)();
+  cudaError_t (*launch)(const AttnParams&, int, cudaStream_t);
+};
+/// The compiled instance for (elem, dim), or null (generated: the build's subset of the list).
+const MmaForwardKernel* find_forward_mma(ElemType elem, int dim);
 
 /// Backward: row constants (D_i, lse), the sink-logit gradient, dK/dV over p.col_work and dQ
 /// over p.row_work. p.work_counter must point at two zeroed ints.

@@ -179,13 +179,14 @@ __global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p)
   for (int item = blockIdx.x; item < p.num_merge_work; item += gridDim.x) {
     const MergeWork w = p.merge_work[item];
     const BatchEntry be = p.batch[w.b];
-    const int q0 = w.qt * TQ;
-    const int qn = min(TQ, be.sq - q0);
+    const int tq = p.sched.tile_q;  // part rows: the producing kernel's query tile
+    const int q0 = w.qt * tq;
+    const int qn = min(tq, be.sq - q0);
     const float sink2 = sink_log2(p, w.h);
     for (int row = warp; row < qn; row += kWarps) {
       float m_all = neg_inf();
       for (int s = 0; s < w.count; ++s) {
-        m_all = fmaxf(m_all, p.part_ml[2 * ((w.first + s) * TQ + row)]);
+        m_all = fmaxf(m_all, p.part_ml[2 * ((w.first + s) * tq + row)]);
       }
       const float m_use = m_all == neg_inf() ? 0.0F : m_all;
       float l_all = 0.0F;
@@ -193,7 +194,7 @@ __global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p)
 #pragma unroll
       for (int c = 0; c < CHUNKS; ++c) acc[c] = 0.0F;
       for (int s = 0; s < w.count; ++s) {
-        const std::int64_t prow = (w.first + s) * TQ + row;
+        const std::int64_t prow = (w.first + s) * tq + row;
         float weight = 1.0F;
         if (p.softmax) {
           const float ms = p.part_ml[2 * prow];
@@ -529,10 +530,16 @@ struct ForwardLaunch {
     const std::size_t smem = simt_forward_smem(p.dim);
     if (cudaError_t e = prepare(forward_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
     forward_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
-    if (p.num_merge_work > 0) {
-      const int merge_grid = min(p.num_merge_work, 65535);
-      merge_kernel<T, CHUNKS><<<merge_grid, kSimtThreads, 0, stream>>>(p);
-    }
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    return launch_merge(p, stream);
+  }
+};
+
+template <class T, int CHUNKS>
+struct MergeLaunch {
+  static cudaError_t run(const AttnParams& p, cudaStream_t stream) {
+    if (p.num_merge_work == 0) return cudaSuccess;
+    merge_kernel<T, CHUNKS><<<min(p.num_merge_work, 65535), kSimtThreads, 0, stream>>>(p);
     return cudaGetLastError();
   }
 };
@@ -600,6 +607,10 @@ int simt_backward_occupancy(const AttnParams& p) {
 
 cudaError_t launch_simt_forward(const AttnParams& p, int grid, cudaStream_t stream) {
   return dispatch<ForwardLaunch>(p, grid, stream);
+}
+
+cudaError_t launch_merge(const AttnParams& p, cudaStream_t stream) {
+  return dispatch<MergeLaunch>(p, stream);
 }
 
 cudaError_t launch_simt_backward(const AttnParams& p, int grid, cudaStream_t stream) {

@@ -1,0 +1,323 @@
+// SPDX-License-Identifier: Apache-2.0
+// Tensor-core forward for bf16/fp16 (sm_80+): FlashAttention-2 over the block schedule.
+//
+// Block = 4 warps, a 64-row query tile (warp w owns rows 16w..16w+15) against 64-key tiles
+// (32 for D = 256) listed by the schedule. Mainloop per key tile: S = Q K^T (mma.sync
+// m16n8k16, Q and K fragments by ldmatrix), mask (FULL: only the sequence end; PARTIAL: the
+// tile's bitmask), softcap, online softmax (or sigmoid) in registers, O += P V (P re-packed
+// from the S accumulators as the A operand, V by ldmatrix.trans). K/V tiles are double
+// buffered with cp.async. Shared rows are padded by 16 bytes, which makes every ldmatrix
+// phase hit 8 distinct bank groups. The epilogue normalizes and writes O and the LSE, or a
+// split-KV part for the merge kernel. The tile scheduler is the persistent longest-first loop
+// of device.cuh; an sm_90 mainloop (wgmma + TMA) can replace mainloop() keeping the rest.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/common/device.cuh"
+#include "cuda/common/ptx.cuh"
+#include "cuda/kernels.hpp"
+
+namespace longattn::detail::cuda {
+
+template <int D>
+struct ForwardMmaTraits {
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kBlockM = kMmaTileQ;
+  static constexpr int kBlockN = mma_tile_k(D);
+  static constexpr int kPitch = D + 8;  // elements per shared row (16-byte pad)
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  static constexpr int kWordsPerRow = (kBlockM + 63) / 64;
+  static constexpr std::size_t kSmemBytes =
+      sizeof(std::uint16_t) * static_cast<std::size_t>((kBlockM + 4 * kBlockN) * kPitch);
+  static_assert(D % 16 == 0 && kBlockN % 16 == 0, "mma tiles");
+  static_assert(kBlockM == 16 * kWarps, "one m16 slab per warp");
+};
+
+/// Issues cp.async for `rows` rows [r0, r0 + n) of an operand (zero-filling rows >= n).
+template <class T, int D, int THREADS>
+__device__ __forceinline__ void load_tile_async(T* dst, int rows, const void* src,
+                                                std::int64_t base, std::int64_t ts, int r0,
+                                                int n) {
+  constexpr int kChunks = D / 8;
+  constexpr int kPitch = D + 8;
+  const T* s = static_cast<const T*>(src);
+  for (int c = threadIdx.x; c < rows * kChunks; c += THREADS) {
+    const int r = c / kChunks;
+    const int ch = c - r * kChunks;
+    const bool valid = r < n;
+    const T* from = valid ? s + base + static_cast<std::int64_t>(r0 + r) * ts + ch * 8 : s;
+    cp_async_16(smem_addr(dst + r * kPitch + ch * 8), from, valid);
+  }
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
+    forward_mma_kernel(const AttnParams p) {
+  using Tr = ForwardMmaTraits<D>;
+  constexpr int BM = Tr::kBlockM;
+  constexpr int BN = Tr::kBlockN;
+  constexpr int P = Tr::kPitch;
+  constexpr int NB = BN / 8;  // n8 blocks of S
+  constexpr int DB = D / 8;   // n8 blocks of O
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* qs = reinterpret_cast<T*>(smem_raw);  // [BM][P]
+  T* ks = qs + BM * P;                     // [2][BN][P]
+  T* vs = ks + 2 * BN * P;                 // [2][BN][P]
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int group = lane >> 2;
+  const int tq = lane & 3;
+  const bool softmax = p.softmax;
+  const float post = softmax ? kLog2eF : 1.0F;
+
+  for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
+    const RowWork w = p.row_work[item];
+    const BatchEntry be = p.batch[w.b];
+    const int kvh = w.h / p.group;
+    const int q0 = w.qt * BM;
+    const int qn = min(BM, be.sq - q0);
+    const int slot = p.sched.slot_of[w.b * p.hq + w.h];
+    const SlotEntry se = p.sched.slots[slot];
+    const std::int64_t ebase = p.sched.entry_base[slot];
+    const int entries = static_cast<int>(w.end - w.begin);
+    const std::int64_t kbase = be.k + kvh * p.k_hs;
+    const std::int64_t vbase = be.v + kvh * p.v_hs;
+
+    auto issue_kv = [&](int i, int buf) {
+      const int kt = p.sched.key_tile[ebase + w.begin + i];
+      const int k0 = kt * BN;
+      const int jn = min(BN, be.skv - k0);
+      load_tile_async<T, D, Tr::kThreads>(ks + buf * BN * P, BN, p.k, kbase, p.k_ts, k0, jn);
+      load_tile_async<T, D, Tr::kThreads>(vs + buf * BN * P, BN, p.v, vbase, p.v_ts, k0, jn);
+      cp_async_commit();
+    };
+    load_tile_async<T, D, Tr::kThreads>(qs, BM, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn);
+    cp_async_commit();
+    if (entries > 0) issue_kv(0, 0);
+
+    float o[DB][4];
+#pragma unroll
+    for (int db = 0; db < DB; ++db) o[db][0] = o[db][1] = o[db][2] = o[db][3] = 0.0F;
+    float m[2] = {neg_inf(), neg_inf()};
+    float l[2] = {0.0F, 0.0F};
+    const int row0 = warp * 16 + group;  // rows row0 and row0 + 8 of the tile
+
+    for (int i = 0; i < entries; ++i) {
+      const int buf = i & 1;
+      if (i + 1 < entries) {
+        issue_kv(i + 1, buf ^ 1);
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+      const int kt = p.sched.key_tile[ebase + w.begin + i];
+      const int bits_index = p.sched.row_bits[ebase + w.begin + i];
+      const int jn = min(BN, be.skv - kt * BN);
+      const T* kb = ks + buf * BN * P;
+      const T* vb = vs + buf * BN * P;
+
+      // Inf/NaN in V: the tensor-core product would spread them through zero weights, so such
+      // a tile takes the exact path below (rare; one scan of the tile per block).
+      bool v_bad = false;
+      for (int c = threadIdx.x; c < jn * Tr::kChunks; c += Tr::kThreads) {
+        const int r = c / Tr::kChunks;
+        const auto* e = reinterpret_cast<const std::uint16_t*>(vb + r * P + (c - r * Tr::kChunks) * 8);
+#pragma unroll
+        for (int x = 0; x < 8; ++x) v_bad |= nonfinite_bits<T>(e[x]);
+      }
+      const bool v_nonfinite = __syncthreads_or(v_bad) != 0;
+
+      // ---- S = Q K^T ----
+      float s[NB][4];
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0F;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t a[4];
+        ldmatrix_x4(a, smem_addr(qs + (warp * 16 + (lane % 16)) * P + kk * 16 + (lane / 16) * 8));
+#pragma unroll
+        for (int nb = 0; nb < NB; nb += 2) {
+          std::uint32_t b[4];
+          ldmatrix_x4(b, smem_addr(kb + (nb * 8 + (lane % 8) + (lane / 16) * 8) * P + kk * 16 +
+                                   ((lane / 8) & 1) * 8));
+          mma_16816<T>(s[nb], a, b[0], b[1]);
+          mma_16816<T>(s[nb + 1], a, b[2], b[3]);
+        }
+      }
+
+      // ---- mask, logit transform, online softmax (rows row0 and row0 + 8) ----
+      const std::uint64_t* tile_bits =
+          bits_index >= 0 ? p.sched.bits + se.bits +
+                                static_cast<std::int64_t>(bits_index) * BN * Tr::kWordsPerRow
+                          : nullptr;
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = nb * 8 + tq * 2 + (e & 1);
+          const int row = row0 + (e >> 1) * 8;
+          bool visible = key < jn && row < qn;
+          if (visible && tile_bits != nullptr) {
+            const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + row / 64];
+            visible = ((word >> (row % 64)) & 1U) != 0;
+          }
+          const float x = capped_logit(p, s[nb][e]) * post;
+          if (softmax) {
+            s[nb][e] = visible ? x : neg_inf();
+          } else {
+            s[nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+          }
+        }
+      }
+      if (softmax) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          float mx = neg_inf();
+#pragma unroll
+          for (int nb = 0; nb < NB; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
+          const float m_new = fmaxf(m[r], mx);
+          const float m_use = m_new == neg_inf() ? 0.0F : m_new;
+          const float alpha = exp2f(m[r] - m_use);
+          float sum = 0.0F;
+#pragma unroll
+          for (int nb = 0; nb < NB; ++nb) {
+            s[nb][2 * r] = exp2f(s[nb][2 * r] - m_use);
+            s[nb][2 * r + 1] = exp2f(s[nb][2 * r + 1] - m_use);
+            sum += s[nb][2 * r] + s[nb][2 * r + 1];
+          }
+          l[r] = l[r] * alpha + sum;  // per-thread partial; the quad is summed in the epilogue
+          m[r] = m_new;
+#pragma unroll
+          for (int db = 0; db < DB; ++db) {
+            o[db][2 * r] *= alpha;
+            o[db][2 * r + 1] *= alpha;
+          }
+        }
+      }
+
+      // ---- O += P V ----
+      if (!v_nonfinite) {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+          const std::uint32_t a[4] = {pack_pair<T>(s[2 * kk][0], s[2 * kk][1]),
+                                      pack_pair<T>(s[2 * kk][2], s[2 * kk][3]),
+                                      pack_pair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                      pack_pair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+          for (int db = 0; db < DB; db += 2) {
+            std::uint32_t b[4];
+            ldmatrix_x4_trans(b, smem_addr(vb + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P +
+                                           db * 8 + (lane / 16) * 8));
+            mma_16816<T>(o[db], a, b[0], b[1]);
+            mma_16816<T>(o[db + 1], a, b[2], b[3]);
+          }
+        }
+      } else {
+        // Exact path: a weight of zero never reads V.
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+          for (int t = 0; t < 8; ++t) {
+            const int key = nb * 8 + t;
+            const int src = (lane & ~3) | (t >> 1);
+            const float p0 = __shfl_sync(0xffffffffU, s[nb][t & 1], src);
+            const float p1 = __shfl_sync(0xffffffffU, s[nb][2 + (t & 1)], src);
+            if (key >= jn) continue;
+#pragma unroll
+            for (int db = 0; db < DB; ++db) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const float pw = e < 2 ? p0 : p1;
+                if (pw != 0.0F) {
+                  o[db][e] = fmaf(pw, to_float(vb[key * P + db * 8 + tq * 2 + (e & 1)]), o[db][e]);
+                }
+              }
+            }
+          }
+        }
+      }
+      __syncthreads();  // this buffer is refilled by the prefetch of iteration i + 2
+    }
+    cp_async_wait<0>();  // Q alone was in flight when the tile has no key tiles
+
+    // ---- epilogue ----
+    const float sink2 = sink_log2(p, w.h);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[r] += __shfl_xor_sync(0xffffffffU, l[r], 1);
+      l[r] += __shfl_xor_sync(0xffffffffU, l[r], 2);
+      const int row = row0 + r * 8;
+      if (row >= qn) continue;
+      if (w.part >= 0) {
+        const std::int64_t prow = static_cast<std::int64_t>(w.part) * BM + row;
+#pragma unroll
+        for (int db = 0; db < DB; ++db) {
+          float* dst = p.part_acc + prow * D + db * 8 + tq * 2;
+          dst[0] = o[db][2 * r];
+          dst[1] = o[db][2 * r + 1];
+        }
+        if (tq == 0) {
+          p.part_ml[2 * prow] = m[r];
+          p.part_ml[2 * prow + 1] = l[r];
+        }
+        continue;
+      }
+      const RowFinal f = softmax ? finalize_row(m[r], l[r], sink2) : RowFinal{1.0F, 0.0F};
+      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(q0 + row) * p.o_ts +
+                w.h * p.o_hs;
+#pragma unroll
+      for (int db = 0; db < DB; ++db) {
+        *reinterpret_cast<std::uint32_t*>(orow + db * 8 + tq * 2) =
+            pack_pair<T>(o[db][2 * r] * f.factor, o[db][2 * r + 1] * f.factor);
+      }
+      if (tq == 0 && p.lse != nullptr && softmax) {
+        p.lse[be.lse + w.h * p.lse_hs + static_cast<std::int64_t>(q0 + row) * p.lse_ts] = f.lse;
+      }
+    }
+  });
+}
+
+/// Resident blocks per SM (0 when the kernel cannot be configured).
+template <int ELEM, int D>
+int forward_mma_occupancy() {
+  using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
+  using Tr = ForwardMmaTraits<D>;
+  if (cudaFuncSetAttribute(forward_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(Tr::kSmemBytes)) != cudaSuccess) {
+    return 0;
+  }
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, forward_mma_kernel<T, D>,
+                                                    Tr::kThreads, Tr::kSmemBytes) != cudaSuccess) {
+    return 0;
+  }
+  return blocks;
+}
+
+template <int ELEM, int D>
+cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
+  using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
+  using Tr = ForwardMmaTraits<D>;
+  if (cudaError_t e = cudaFuncSetAttribute(forward_mma_kernel<T, D>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(Tr::kSmemBytes));
+      e != cudaSuccess) {
+    return e;
+  }
+  forward_mma_kernel<T, D><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  return launch_merge(p, stream);
+}
+
+}  // namespace longattn::detail::cuda
+
+/// Explicit instantiation of one (element type, head dim) forward: one per generated file.
+#define LONGATTN_INSTANTIATE_FORWARD_MMA(ELEM, D)                                             \
+  template int longattn::detail::cuda::forward_mma_occupancy<ELEM, D>();                     \
+  template cudaError_t longattn::detail::cuda::launch_forward_mma<ELEM, D>(                  \
+      const longattn::detail::cuda::AttnParams&, int, cudaStream_t);
