@@ -257,8 +257,8 @@ std::vector<Config> suite(const std::string& name) {
     }
   }
   if (name == "gpu") {
-    // The CUDA bars of the CUDA-backend issue (bf16): dense and causal at D = 128 and 64,
-    // B*S = 16384, H = 16; backward at S = 8192, B = 2; the twelve masks in the setting of
+    // The CUDA bars of the CUDA-backend issue (bf16), in the shapes of anchors_gpu.py: dense
+    // and causal at D = 128 and 64, B*S = 16384, H = 2048 / D; backward at S = 8192, B = 2; the twelve masks in the setting of
     // ../shared/anchors/longca_masks_flex.py (64 query / 8 KV heads, D = 128, S = 16384).
     for (std::int64_t dim : {128, 64}) {
       for (const char* m : {"full", "causal"}) {
@@ -266,6 +266,7 @@ std::vector<Config> suite(const std::string& name) {
         c.dtype = DType::kBF16;
         c.mask = m;
         c.dim = dim;
+        c.hq = c.hkv = 2048 / dim;  // anchors_gpu.py: H = 2048 / D
         c.sq = c.skv = 16384;
         out.push_back(c);
       }

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# One full GPU iteration on the lent machine: build (a chosen instantiation subset), check every
+# case against the oracle, compute-sanitizer on the quick suite, the GPU benchmark, and the
+# anchors (SDPA backends, FlexAttention) in the same job; a summary table last, full logs and
+# JSON under $OUT (logs.tgz, longattn_gpu.json, anchors.json, flex_masks.json, summary.txt).
+#
+# Here first: scripts/fetch_gpu_deps.sh   (fills .gpudeps/: header libraries + the anchors)
+# Then, with the device tool:  run(command="bash bench/gpu_job.sh", carry=[".gpudeps"])
+#
+# One device call runs at most 10 minutes, so split the stages over two calls on a warm machine
+# (build outputs stay while it is warm):
+#   STAGES="build check sanitize" bash bench/gpu_job.sh
+#   STAGES="build bench anchors" bash bench/gpu_job.sh      (build is then a no-op)
+# Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
+# STAGES (default "build check sanitize bench anchors"), CHECK_FILTER, BENCH_ARGS.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/build/gpu_out}
+# The device tool returns at most 8 files: logs go to $LOGS and come back as one archive.
+LOGS=/tmp/longattn_gpu_logs
+rm -rf "$LOGS" && mkdir -p "$OUT" "$LOGS"
+KERNELS=${KERNELS:-all}
+ARCHS=${ARCHS:-90}
+STAGES=${STAGES:-"build check sanitize bench anchors"}
+BUILD=build/gpu
+CLI=$BUILD/longattn
+start=$(date +%s)
+summary=()
+stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
+want() { [[ " $STAGES " == *" $1 "* ]]; }
+record() { summary+=("$(printf '%-10s %-6s %s' "$1" "$2" "$3")"); }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$LOGS/gpu.txt" 2>&1
+cat "$LOGS/gpu.txt"
+
+if want build; then
+  stage "build (LONGATTN_CUDA_KERNELS=$KERNELS, archs $ARCHS)"
+  deps=/tmp/longattn_deps
+  mkdir -p "$deps"
+  for f in .gpudeps/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" "$deps"; done
+  if cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGATTN_CUDA=ON \
+      -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" -DLONGATTN_CUDA_KERNELS="$KERNELS" \
+      -DLONGATTN_BUILD_TESTS=OFF -DCMAKE_PREFIX_PATH="$deps/usr" >"$LOGS/build.log" 2>&1 &&
+     cmake --build "$BUILD" -j 16 >>"$LOGS/build.log" 2>&1; then
+    record build ok "$(( $(date +%s) - start ))s"
+  else
+    tail -n 40 "$LOGS/build.log"
+    record build FAIL "see build.log"
+    printf '%s\n' "${summary[@]}"
+    exit 1
+  fi
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  "$CLI" info | tee "$LOGS/info.txt"
+fi
+export LD_LIBRARY_PATH="/tmp/longattn_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+
+if want check; then
+  stage "longattn check --device cuda (every case vs the float64 oracle)"
+  filter=()
+  [ -n "${CHECK_FILTER:-}" ] && filter=(--filter "$CHECK_FILTER")
+  timeout 400 "$CLI" check --device cuda "${filter[@]}" >"$LOGS/check.log" 2>&1
+  rc=$?
+  grep -E "FAIL" "$LOGS/check.log" | head -n 20
+  record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
+fi
+
+if want sanitize; then
+  stage "compute-sanitizer memcheck + racecheck (quick suite)"
+  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    "$CLI" check --device cuda --quick >"$LOGS/memcheck.log" 2>&1
+  rc=$?
+  record memcheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -n 1)"
+  timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck.log" 2>&1
+  rc=$?
+  record racecheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck.log" | tail -n 1)"
+fi
+
+if want bench; then
+  stage "longattn bench --device cuda --suite gpu"
+  # shellcheck disable=SC2086
+  timeout 420 "$CLI" bench --device cuda --suite gpu --reps 5 ${BENCH_ARGS:-} \
+    --json "$OUT/longattn_gpu.json" >"$LOGS/bench.log" 2>&1
+  rc=$?
+  record bench "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -c '^fwd\|^bwd' "$LOGS/bench.log") rows"
+fi
+
+if want anchors; then
+  anchors=.gpudeps/anchors
+  [ -d "$anchors" ] || anchors=../shared/anchors
+  stage "anchors: $anchors/anchors_gpu.py and longca_masks_flex.py (same job)"
+  PYTHONUNBUFFERED=1 timeout 300 python3 "$anchors/anchors_gpu.py" --only fwd,bwd,decode \
+    --S 16384 --json "$OUT/anchors.json" >"$LOGS/anchors.log" 2>&1
+  record anchors "$([ $? -eq 0 ] && echo ok || echo FAIL)" "anchors_gpu.py"
+  PYTHONUNBUFFERED=1 timeout 400 python3 "$anchors/longca_masks_flex.py" --S 16384 \
+    --json "$OUT/flex_masks.json" >"$LOGS/flex.log" 2>&1
+  record flex "$([ $? -eq 0 ] && echo ok || echo FAIL)" "longca_masks_flex.py"
+fi
+
+stage "summary"
+python3 bench/gpu_summary.py "$OUT" | tee "$OUT/summary.txt"
+printf '%s\n' "${summary[@]}" | tee -a "$OUT/summary.txt"
+tar -czf "$OUT/logs.tgz" -C "$LOGS" .

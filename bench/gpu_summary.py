@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Side-by-side table of one GPU job: longattn (`longattn bench --device cuda --json`) against
+the anchors measured in the same job (anchors_gpu.py: SDPA flash/cuDNN; longca_masks_flex.py:
+FlexAttention). Usage: python3 bench/gpu_summary.py OUT_DIR  (reads the JSON files there)."""
+import json
+import os
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
+def fmt(x):
+    return f"{x:8.1f}" if isinstance(x, (int, float)) else f"{'-':>8}"
+
+
+def ratio(a, b):
+    return f"{a / b:6.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else f"{'-':>7}"
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", ".")
+    ours = load(os.path.join(out, "longattn_gpu.json"))
+    anchors = load(os.path.join(out, "anchors.json"))
+    flex = load(os.path.join(out, "flex_masks.json"))
+
+    def anchor(kind, impl, D, S, causal):
+        for r in anchors:
+            if (r.get("kind") == kind and r.get("impl") == impl and r.get("D") == D
+                    and r.get("S") == S and r.get("causal") == causal and "tflops" in r):
+                return r["tflops"]
+        return None
+
+    print("dense (bf16; anchors_gpu.py shapes)      TFLOP/s: longattn  sdpa-flash  sdpa-cudnn  vs flash")
+    for r in ours:
+        if r.get("mask") not in ("full", "causal") or r.get("Hq") == 64:
+            continue
+        causal = r["mask"] == "causal"
+        kind = r["op"]
+        fl = anchor(kind, "sdpa-flash", r["D"], r["Sq"], causal)
+        cu = anchor(kind, "sdpa-cudnn", r["D"], r["Sq"], causal)
+        shape = f"{kind} {r['mask']:<7} B={r['B']} H={r['Hq']} S={r['Sq']} D={r['D']}"
+        print(f"  {shape:<42}{fmt(r['tflops'])}  {fmt(fl)}    {fmt(cu)}    {ratio(r['tflops'], fl)}")
+
+    print("\nmasks (64 q / 8 kv heads, D=128, S=16384)  TFLOP/s over the unmasked area")
+    print(f"  {'mask':<24} {'fwd':>8} {'flex':>8} {'ratio':>7}   {'bwd':>8} {'flex':>8} {'ratio':>7}")
+    flex_by_mask = {r["mask"]: r for r in flex if r.get("impl") == "flex"}
+    by_mask = {}
+    for r in ours:
+        if r.get("Hq") == 64:
+            by_mask.setdefault(r["mask"], {})[r["op"]] = r["tflops"]
+    for mask, ops in by_mask.items():
+        f = flex_by_mask.get(mask, {})
+        print(f"  {mask:<24} {fmt(ops.get('fwd'))} {fmt(f.get('fwd_tflops'))} "
+              f"{ratio(ops.get('fwd'), f.get('fwd_tflops'))}   {fmt(ops.get('bwd'))} "
+              f"{fmt(f.get('bwd_tflops'))} {ratio(ops.get('bwd'), f.get('bwd_tflops'))}")
+    if not ours:
+        print("  (no longattn_gpu.json: the bench stage did not run or failed)")
+
+
+if __name__ == "__main__":
+    main()
