@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 
 from . import _longattn as _core
 from . import masks
-from ._frameworks import empty, empty_like, is_torch, wrap
+from ._frameworks import current_stream, empty, empty_like, is_torch, wrap
 
 __version__ = _core.__version__
 
@@ -61,14 +61,14 @@ def _window(window) -> Tuple[int, int]:
     return (int(left), int(right))
 
 
-def _options(causal, window, sinks, sink_logits, softcap, score, sigmoid_bias, mask, cu_seqlens_q,
-             cu_seqlens_k, scale, backend, threads) -> dict:
+def _options(q, causal, window, sinks, sink_logits, softcap, score, sigmoid_bias, mask,
+             cu_seqlens_q, cu_seqlens_k, scale, backend, threads) -> dict:
     left, right = _window(window)
     return dict(scale=scale, causal=bool(causal), window_left=left, window_right=right,
                 sinks=int(sinks), sink_logits=sink_logits, softcap=float(softcap), score=score,
                 sigmoid_bias=float(sigmoid_bias), mask=_mask_spec(mask),
                 cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, backend=backend,
-                threads=int(threads))
+                threads=int(threads), stream=current_stream(q))
 
 
 def attention(q, k, v, *, causal: bool = False, window: Union[None, int, Tuple[int, int]] = (-1, -1),
@@ -94,7 +94,7 @@ def attention(q, k, v, *, causal: bool = False, window: Union[None, int, Tuple[i
                                     sigmoid_bias=sigmoid_bias, mask=mask, cu_seqlens_q=cu_seqlens_q,
                                     cu_seqlens_k=cu_seqlens_k, scale=scale, return_lse=return_lse,
                                     out=out, backend=backend, threads=threads)
-    opts = _options(causal, window, sinks, sink_logits, softcap, score, sigmoid_bias, mask,
+    opts = _options(q, causal, window, sinks, sink_logits, softcap, score, sigmoid_bias, mask,
                     cu_seqlens_q, cu_seqlens_k, scale, backend, threads)
     if out is None:
         out = empty_like(q)
@@ -117,7 +117,7 @@ def attention_backward(dout, q, k, v, out, lse, *, causal: bool = False,
     """Gradients of ``sum(out * dout)``: returns ``(dq, dk, dv)``, plus ``dsink_logits`` when
     ``sink_logits`` is given. ``out`` and ``lse`` come from :func:`attention` with
     ``return_lse=True`` (``lse`` may be None for sigmoid)."""
-    opts = _options(causal, window, sinks, sink_logits, softcap, score, sigmoid_bias, mask,
+    opts = _options(q, causal, window, sinks, sink_logits, softcap, score, sigmoid_bias, mask,
                     cu_seqlens_q, cu_seqlens_k, scale, backend, threads)
     dq = empty_like(q) if dq is None else dq
     dk = empty_like(k) if dk is None else dk

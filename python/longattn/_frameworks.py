@@ -17,6 +17,26 @@ def _is_jax(x) -> bool:
     return type(x).__module__.split(".")[0] in ("jax", "jaxlib")
 
 
+def _is_cupy(x) -> bool:
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
+def current_stream(x) -> int:
+    """The framework's current CUDA stream (as an integer handle) for a GPU array, else 0.
+
+    longattn launches on it, so its kernels order with the framework's own work."""
+    if is_torch(x):
+        if not x.is_cuda:
+            return 0
+        import torch
+        return int(torch.cuda.current_stream(x.device).cuda_stream)
+    if _is_cupy(x):
+        import cupy
+        with x.device:
+            return int(cupy.cuda.get_current_stream().ptr)
+    return 0
+
+
 def empty(like, shape: Tuple[int, ...], dtype: str = None):
     """An uninitialized array of `shape` in `like`'s framework and device; dtype None = like's.
 
@@ -25,6 +45,10 @@ def empty(like, shape: Tuple[int, ...], dtype: str = None):
         import torch
         dt = like.dtype if dtype is None else getattr(torch, dtype)
         return torch.empty(shape, dtype=dt, device=like.device)
+    if _is_cupy(like):
+        import cupy
+        with like.device:
+            return cupy.empty(shape, dtype=like.dtype if dtype is None else dtype)
     if _is_numpy(like) or _is_jax(like):
         import numpy as np
         return np.empty(shape, dtype=np.dtype(like.dtype) if dtype is None else dtype)

@@ -75,13 +75,15 @@ def _mask_of(mask_id: int):
     return mask
 
 
-def _opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap, score,
+def _opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap, score,
           sigmoid_bias, mask_id, threads, cu_q, cu_k):
     # scale NaN = the default 1/sqrt(D) (custom ops take no Optional[float] defaults here).
+    # CUDA tensors run on PyTorch's current stream.
+    stream = torch.cuda.current_stream(q.device).cuda_stream if q.is_cuda else 0
     return dict(scale=None if math.isnan(scale) else scale, causal=causal, window_left=window_left,
                 window_right=window_right, sinks=sinks, sink_logits=sink_logits, softcap=softcap,
                 score=score, sigmoid_bias=sigmoid_bias, mask=_mask_of(mask_id),
-                cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, threads=threads)
+                cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, threads=threads, stream=int(stream))
 
 
 @torch.library.custom_op("longattn::attention", mutates_args=())
@@ -95,7 +97,7 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     lse = torch.empty(_lse_shape(q, cu_q is not None) if softmax else [0], dtype=torch.float32,
                       device=q.device)
     _core.forward(q, k, v, out, lse if softmax else None,
-                  **_opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap,
+                  **_opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap,
                           score, sigmoid_bias, mask_id, threads, cu_q, cu_k))
     return out, lse
 
@@ -120,7 +122,7 @@ def _attention_backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                         device=q.device)
     _core.backward(q, k, v, out, lse if score == "softmax" else None, dout.contiguous(), dq, dk, dv,
                    dsink if sink_logits is not None else None,
-                   **_opts(scale, causal, window_left, window_right, sinks, sink_logits, softcap,
+                   **_opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap,
                            score, sigmoid_bias, mask_id, threads, cu_q, cu_k))
     return dq, dk, dv, dsink
 

@@ -86,7 +86,8 @@ CallOptions make_options(std::optional<float> scale, bool causal, std::int64_t w
                          const std::optional<In>& sink_logits, float softcap,
                          const std::string& score, float sigmoid_bias,
                          std::shared_ptr<longattn::MaskSpec> mask, const std::optional<In>& cu_q,
-                         const std::optional<In>& cu_k, const std::string& backend, int threads) {
+                         const std::optional<In>& cu_k, const std::string& backend, int threads,
+                         std::uintptr_t stream) {
   CallOptions c;
   auto& o = c.o;
   o.scale = scale;
@@ -129,6 +130,7 @@ CallOptions make_options(std::optional<float> scale, bool causal, std::int64_t w
                           "expected auto, cpu, reference or cuda, got '" + backend + "'");
   }
   o.num_threads = threads;
+  o.cuda_stream = reinterpret_cast<void*>(stream);  // NOLINT(performance-no-int-to-ptr)
   return c;
 }
 
@@ -136,7 +138,7 @@ CallOptions make_options(std::optional<float> scale, bool causal, std::int64_t w
   "scale"_a = nb::none(), "causal"_a = false, "window_left"_a = -1, "window_right"_a = -1, \
   "sinks"_a = 0, "sink_logits"_a = nb::none(), "softcap"_a = 0.0F, "score"_a = "softmax",  \
   "sigmoid_bias"_a = 0.0F, "mask"_a.none() = nb::none(), "cu_seqlens_q"_a = nb::none(),    \
-  "cu_seqlens_k"_a = nb::none(), "backend"_a = "auto", "threads"_a = 0
+  "cu_seqlens_k"_a = nb::none(), "backend"_a = "auto", "threads"_a = 0, "stream"_a = 0
 
 }  // namespace
 
@@ -252,10 +254,10 @@ NB_MODULE(_longattn, m) {
          std::int64_t sinks, const std::optional<In>& sink_logits, float softcap,
          const std::string& score, float bias, std::shared_ptr<longattn::MaskSpec> mask,
          const std::optional<In>& cu_q, const std::optional<In>& cu_k, const std::string& backend,
-         int threads) {
+         int threads, std::uintptr_t stream) {
         const CallOptions c =
             make_options(scale, causal, wl, wr, sinks, sink_logits, softcap, score, bias,
-                         std::move(mask), cu_q, cu_k, backend, threads);
+                         std::move(mask), cu_q, cu_k, backend, threads, stream);
         const TensorView qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v");
         const TensorView ov = view_of(out, "out"), lv = optional_view(lse, "lse");
         nb::gil_scoped_release release;
@@ -271,10 +273,10 @@ NB_MODULE(_longattn, m) {
          std::int64_t wr, std::int64_t sinks, const std::optional<In>& sink_logits, float softcap,
          const std::string& score, float bias, std::shared_ptr<longattn::MaskSpec> mask,
          const std::optional<In>& cu_q, const std::optional<In>& cu_k, const std::string& backend,
-         int threads) {
+         int threads, std::uintptr_t stream) {
         const CallOptions c =
             make_options(scale, causal, wl, wr, sinks, sink_logits, softcap, score, bias,
-                         std::move(mask), cu_q, cu_k, backend, threads);
+                         std::move(mask), cu_q, cu_k, backend, threads, stream);
         const TensorView qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v");
         const TensorView ov = view_of(out, "out"), lv = optional_view(lse, "lse");
         const TensorView dov = view_of(dout, "dout"), dqv = view_of(dq, "dq");
