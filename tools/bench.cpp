@@ -9,8 +9,8 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -145,10 +145,14 @@ Row run_config(const Config& c, int reps, int threads, bool with_check, bool gpu
   const bool bwd = c.backward;
   std::optional<HostTensor> dout, dq, dk, dv;
   if (bwd) {
-    dout.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.sq, c.hq, c.dim}, rng, true);
-    dq.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.sq, c.hq, c.dim}, rng, false);
-    dk.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.skv, c.hkv, c.dim}, rng, false);
-    dv.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.skv, c.hkv, c.dim}, rng, false);
+    dout.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.sq, c.hq, c.dim}, rng,
+                 true);
+    dq.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.sq, c.hq, c.dim}, rng,
+               false);
+    dk.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.skv, c.hkv, c.dim}, rng,
+               false);
+    dv.emplace(c.dtype, std::initializer_list<std::int64_t>{c.batch, c.skv, c.hkv, c.dim}, rng,
+               false);
   }
   // On the GPU: device copies of every operand, and the call timed between two device syncs
   // over all repetitions (launch overhead included, as a caller sees it).
@@ -258,7 +262,8 @@ std::vector<Config> suite(const std::string& name) {
   }
   if (name == "gpu") {
     // The CUDA bars of the CUDA-backend issue (bf16), in the shapes of anchors_gpu.py: dense
-    // and causal at D = 128 and 64, B*S = 16384, H = 2048 / D; backward at S = 8192, B = 2; the twelve masks in the setting of
+    // and causal at D = 128 and 64, B*S = 16384, H = 2048 / D; backward at S = 8192, B = 2; the
+    // twelve masks in the setting of
     // ../shared/anchors/longca_masks_flex.py (64 query / 8 KV heads, D = 128, S = 16384).
     for (std::int64_t dim : {128, 64}) {
       for (const char* m : {"full", "causal"}) {
@@ -322,7 +327,8 @@ void add_bench_command(CLI::App& app) {
   };
   auto a = std::make_shared<Args>();
   cmd->add_option("--suite", a->suite,
-                  "quick (default: the twelve benchmark masks, fwd+bwd), masks, kernels, gpu (the CUDA bars), all");
+                  "quick (default: the twelve benchmark masks, fwd+bwd), masks, kernels, gpu (the "
+                  "CUDA bars), all");
   cmd->add_option("--device", a->device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--dtype", a->dtype, "fp32, bf16 or fp16 (overrides the suite's)");
   cmd->add_option("--B", a->batch, "Batch size");

@@ -35,8 +35,9 @@ Backend choose_backend(const detail::Problem& p, Backend requested, Device devic
                   "the CUDA backend is not part of this build (configure with LONGATTN_CUDA=ON)");
     }
     if (device != Device::kCUDA) {
-      throw Error(ErrorKind::kInvalidArgument, "options.backend",
-                  std::string("the CUDA backend needs GPU tensors, q is on ") + device_name(device));
+      throw Error(
+          ErrorKind::kInvalidArgument, "options.backend",
+          std::string("the CUDA backend needs GPU tensors, q is on ") + device_name(device));
     }
     detail::cuda::check_supported(p);
     return Backend::kCUDA;
@@ -55,16 +56,16 @@ Backend choose_backend(const detail::Problem& p, Backend requested, Device devic
 
 void log_choice(const char* op, const detail::Problem& p, Backend b) {
   if (!log_enabled()) return;
-  const std::string cuda_kernel =
-      b != Backend::kCUDA              ? ""
-      : std::string(op) == "backward" ? "generic SIMT kernels"
-                                       : detail::cuda::describe_forward(p);
+  const std::string cuda_kernel = b != Backend::kCUDA ? ""
+                                  : std::string(op) == "backward"
+                                      ? "generic SIMT kernels"
+                                      : detail::cuda::describe_forward(p);
   std::fprintf(stderr, "longattn: %s B=%lld Hq=%lld Hkv=%lld D=%lld %s%s -> %s (%s)\n", op,
                static_cast<long long>(p.batch), static_cast<long long>(p.hq),
                static_cast<long long>(p.hkv), static_cast<long long>(p.dim), dtype_name(p.dtype),
                p.varlen ? " varlen" : "", backend_name(b),
-               b == Backend::kCUDA        ? cuda_kernel.c_str()
-               : b != Backend::kCPU       ? "float64"
+               b == Backend::kCUDA       ? cuda_kernel.c_str()
+               : b != Backend::kCPU      ? "float64"
                : p.dtype == DType::kBF16 ? detail::cpu::bf16_forward_path(p.dim)
                                          : detail::cpu::simd_level());
 }

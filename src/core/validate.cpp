@@ -82,8 +82,8 @@ void expect_device(const TensorView& t, const std::string& name, const TensorVie
                    device_name(t.device));
   }
   if (t.device == Device::kCUDA && t.device_index != like.device_index) {
-    fail(name, "expected a tensor on GPU " + std::to_string(like.device_index) + " like q, got GPU " +
-                   std::to_string(t.device_index));
+    fail(name, "expected a tensor on GPU " + std::to_string(like.device_index) +
+                   " like q, got GPU " + std::to_string(t.device_index));
   }
 }
 

@@ -41,7 +41,8 @@ class DeviceScope {
  public:
   explicit DeviceScope(int device) {
     check(cudaGetDevice(&previous_), "cudaGetDevice");
-    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+    if (previous_ != device)
+      check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
   }
   ~DeviceScope() { cudaSetDevice(previous_); }
   DeviceScope(const DeviceScope&) = delete;
@@ -63,7 +64,8 @@ const DeviceProps& props(int device) {
   static std::vector<std::unique_ptr<DeviceProps>> cache;
   const std::lock_guard<std::mutex> lock(mutex);
   if (device < 0) throw Error(ErrorKind::kInvalidArgument, "q", "expected a GPU tensor");
-  if (static_cast<std::size_t>(device) >= cache.size()) cache.resize(static_cast<std::size_t>(device) + 1);
+  if (static_cast<std::size_t>(device) >= cache.size())
+    cache.resize(static_cast<std::size_t>(device) + 1);
   auto& slot = cache[static_cast<std::size_t>(device)];
   if (!slot) {
     cudaDeviceProp prop{};
@@ -98,7 +100,8 @@ class Packer {
   template <class E>
   std::size_t add(const E* data, std::size_t count) {
     if (count > (std::size_t{1} << 40) / sizeof(E)) {
-      throw Error(ErrorKind::kRuntime, "workspace", "table of " + std::to_string(count) + " entries");
+      throw Error(ErrorKind::kRuntime, "workspace",
+                  "table of " + std::to_string(count) + " entries");
     }
     const std::size_t offset = bytes_.size();
     bytes_.resize(offset + aligned(count * sizeof(E)));
@@ -468,7 +471,8 @@ int usable_devices() noexcept {
 std::string device_summary() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
-  if (status != cudaSuccess) return std::string("no usable GPU (") + cudaGetErrorString(status) + ")";
+  if (status != cudaSuccess)
+    return std::string("no usable GPU (") + cudaGetErrorString(status) + ")";
   if (count == 0) return "no GPU";
   std::string s;
   for (int d = 0; d < count; ++d) {
@@ -568,8 +572,10 @@ void backward(const Problem& p) {
   a.dsink_stride = p.dsink_stride;
   const int occupancy = simt_backward_occupancy(a);
   if (occupancy == 0) {
-    check(cudaGetLastError(), "backward kernel setup (shared memory for D=" + std::to_string(p.dim) + ")");
-    throw Error(ErrorKind::kRuntime, "q", "the backward kernels cannot be resident at D=" + std::to_string(p.dim));
+    check(cudaGetLastError(),
+          "backward kernel setup (shared memory for D=" + std::to_string(p.dim) + ")");
+    throw Error(ErrorKind::kRuntime, "q",
+                "the backward kernels cannot be resident at D=" + std::to_string(p.dim));
   }
   const int slots = props(p.device_index).sms * occupancy;
   // The work lists do not depend on the forward's split decision here: use the same cache key.
@@ -597,7 +603,8 @@ void backward(const Problem& p) {
   a.col_work = work->col_work;
   a.num_col_work = work->num_col_work;
   const int grid = std::max(1, std::min(std::max(work->num_full_work, work->num_col_work), slots));
-  check(launch_simt_backward(a, grid, stream), "backward kernel launch (generic, D=" + std::to_string(p.dim) + ")");
+  check(launch_simt_backward(a, grid, stream),
+        "backward kernel launch (generic, D=" + std::to_string(p.dim) + ")");
 }
 
 void copy_to_host(void* dst, const void* src, std::size_t bytes, int device_index) {

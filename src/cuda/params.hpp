@@ -106,7 +106,7 @@ struct AttnParams {
   std::int64_t dsink_stride = 1;
 
   // Backward per-row workspaces ([b][h][i] packing via BatchEntry::row).
-  float* row_dot = nullptr;  // D_i = dO_i . O_i
+  float* row_dot = nullptr;   // D_i = dO_i . O_i
   float* row_lse2 = nullptr;  // lse in log2 units; +inf for a row that saw nothing
 };
 

@@ -37,7 +37,8 @@ __device__ void load_rows(float* dst, int pitch, int rows, const void* src, std:
   for (int e = threadIdx.x; e < rows * dim; e += blockDim.x) {
     const int r = e / dim;
     const int d = e - r * dim;
-    dst[r * pitch + d] = r < n ? ld<T>(src, base + static_cast<std::int64_t>(r0 + r) * ts + d) : 0.0F;
+    dst[r * pitch + d] =
+        r < n ? ld<T>(src, base + static_cast<std::int64_t>(r0 + r) * ts + d) : 0.0F;
   }
 }
 
@@ -59,9 +60,9 @@ __global__ void __launch_bounds__(kSimtThreads) forward_kernel(const AttnParams 
   extern __shared__ float smem[];
   const int dim = p.dim;
   const int kpitch = dim + 1;
-  float* qs = smem;               // [TQ][dim]
-  float* ks = qs + TQ * dim;      // [TK][dim + 1]
-  float* vs = ks + TK * kpitch;   // [TK][dim]
+  float* qs = smem;              // [TQ][dim]
+  float* ks = qs + TQ * dim;     // [TK][dim + 1]
+  float* vs = ks + TK * kpitch;  // [TK][dim]
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const bool softmax = p.softmax;
@@ -240,7 +241,8 @@ __global__ void __launch_bounds__(kSimtThreads) row_constants_kernel(const AttnP
     const std::int64_t orow = be.out + static_cast<std::int64_t>(i) * p.o_ts + h * p.o_hs;
     const std::int64_t drow = be.dout + static_cast<std::int64_t>(i) * p.do_ts + h * p.do_hs;
     float acc = 0.0F;
-    for (int d = lane; d < p.dim; d += 32) acc = fmaf(ld<T>(p.out, orow + d), ld<T>(p.dout, drow + d), acc);
+    for (int d = lane; d < p.dim; d += 32)
+      acc = fmaf(ld<T>(p.out, orow + d), ld<T>(p.dout, drow + d), acc);
     acc = warp_sum(acc);
     if (lane == 0) {
       const std::int64_t r = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq + i;
@@ -283,8 +285,8 @@ struct PairGrad {
   float prob;
   float dscore;
 };
-__device__ __forceinline__ PairGrad pair_grad(const AttnParams& p, float dot, float dp,
-                                              float lse2, float rowdot, bool visible) {
+__device__ __forceinline__ PairGrad pair_grad(const AttnParams& p, float dot, float dp, float lse2,
+                                              float rowdot, bool visible) {
   if (!visible) return {0.0F, 0.0F};
   const float x = capped_logit(p, dot);
   float prob;
@@ -311,14 +313,14 @@ __global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) 
   extern __shared__ float smem[];
   const int dim = p.dim;
   const int pitch = dim + 1;
-  float* ks = smem;              // [TK][dim + 1]
-  float* vs = ks + TK * pitch;   // [TK][dim + 1]
-  float* qs = vs + TK * pitch;   // [TQ][dim]
-  float* dos = qs + TQ * dim;    // [TQ][dim]
-  float* ps = dos + TQ * dim;    // [TQ][TK]
-  float* dss = ps + TQ * TK;     // [TQ][TK]
-  float* rlse = dss + TQ * TK;   // [TQ]
-  float* rdot = rlse + TQ;       // [TQ]
+  float* ks = smem;             // [TK][dim + 1]
+  float* vs = ks + TK * pitch;  // [TK][dim + 1]
+  float* qs = vs + TK * pitch;  // [TQ][dim]
+  float* dos = qs + TQ * dim;   // [TQ][dim]
+  float* ps = dos + TQ * dim;   // [TQ][TK]
+  float* dss = ps + TQ * TK;    // [TQ][TK]
+  float* rlse = dss + TQ * TK;  // [TQ]
+  float* rdot = rlse + TQ;      // [TQ]
   constexpr int kKeysPerWarp = TK / kWarps;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -419,10 +421,10 @@ __global__ void __launch_bounds__(kSimtThreads) dq_kernel(const AttnParams p) {
   extern __shared__ float smem[];
   const int dim = p.dim;
   const int pitch = dim + 1;
-  float* qs = smem;              // [TQ][dim]
-  float* dos = qs + TQ * dim;    // [TQ][dim]
-  float* ks = dos + TQ * dim;    // [TK][dim + 1]
-  float* vs = ks + TK * pitch;   // [TK][dim + 1]
+  float* qs = smem;             // [TQ][dim]
+  float* dos = qs + TQ * dim;   // [TQ][dim]
+  float* ks = dos + TQ * dim;   // [TK][dim + 1]
+  float* vs = ks + TK * pitch;  // [TK][dim + 1]
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
 
@@ -578,9 +580,7 @@ struct BackwardLaunch {
   }
 };
 
-int occupancy_or_zero(cudaError_t status, int blocks) {
-  return status == cudaSuccess ? blocks : 0;
-}
+int occupancy_or_zero(cudaError_t status, int blocks) { return status == cudaSuccess ? blocks : 0; }
 
 }  // namespace
 
@@ -589,8 +589,8 @@ std::size_t simt_forward_smem(int dim) {
 }
 
 std::size_t simt_backward_smem(int dim) {
-  const std::size_t dkdv = static_cast<std::size_t>(2 * TK * (dim + 1) + 2 * TQ * dim +
-                                                    2 * TQ * TK + 2 * TQ);
+  const std::size_t dkdv =
+      static_cast<std::size_t>(2 * TK * (dim + 1) + 2 * TQ * dim + 2 * TQ * TK + 2 * TQ);
   const std::size_t dq = static_cast<std::size_t>(2 * TQ * dim + 2 * TK * (dim + 1));
   return sizeof(float) * (dkdv > dq ? dkdv : dq);
 }

@@ -26,7 +26,7 @@ struct ForwardMmaTraits {
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kBlockM = kMmaTileQ;
   static constexpr int kBlockN = mma_tile_k(D);
-  static constexpr int kPitch = D + 8;  // elements per shared row (16-byte pad)
+  static constexpr int kPitch = D + 8;   // elements per shared row (16-byte pad)
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
   static constexpr int kWordsPerRow = (kBlockM + 63) / 64;
   static constexpr std::size_t kSmemBytes =
@@ -38,8 +38,7 @@ struct ForwardMmaTraits {
 /// Issues cp.async for `rows` rows [r0, r0 + n) of an operand (zero-filling rows >= n).
 template <class T, int D, int THREADS>
 __device__ __forceinline__ void load_tile_async(T* dst, int rows, const void* src,
-                                                std::int64_t base, std::int64_t ts, int r0,
-                                                int n) {
+                                                std::int64_t base, std::int64_t ts, int r0, int n) {
   constexpr int kChunks = D / 8;
   constexpr int kPitch = D + 8;
   const T* s = static_cast<const T*>(src);
@@ -124,7 +123,8 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
       bool v_bad = false;
       for (int c = threadIdx.x; c < jn * Tr::kChunks; c += Tr::kThreads) {
         const int r = c / Tr::kChunks;
-        const auto* e = reinterpret_cast<const std::uint16_t*>(vb + r * P + (c - r * Tr::kChunks) * 8);
+        const auto* e =
+            reinterpret_cast<const std::uint16_t*>(vb + r * P + (c - r * Tr::kChunks) * 8);
 #pragma unroll
         for (int x = 0; x < 8; ++x) v_bad |= nonfinite_bits<T>(e[x]);
       }
@@ -292,8 +292,8 @@ int forward_mma_occupancy() {
     return 0;
   }
   int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, forward_mma_kernel<T, D>,
-                                                    Tr::kThreads, Tr::kSmemBytes) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, forward_mma_kernel<T, D>, Tr::kThreads,
+                                                    Tr::kSmemBytes) != cudaSuccess) {
     return 0;
   }
   return blocks;
@@ -317,7 +317,7 @@ cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t strea
 }  // namespace longattn::detail::cuda
 
 /// Explicit instantiation of one (element type, head dim) forward: one per generated file.
-#define LONGATTN_INSTANTIATE_FORWARD_MMA(ELEM, D)                                             \
-  template int longattn::detail::cuda::forward_mma_occupancy<ELEM, D>();                     \
-  template cudaError_t longattn::detail::cuda::launch_forward_mma<ELEM, D>(                  \
+#define LONGATTN_INSTANTIATE_FORWARD_MMA(ELEM, D)                           \
+  template int longattn::detail::cuda::forward_mma_occupancy<ELEM, D>();    \
+  template cudaError_t longattn::detail::cuda::launch_forward_mma<ELEM, D>( \
       const longattn::detail::cuda::AttnParams&, int, cudaStream_t);
