@@ -56,6 +56,7 @@ struct DeviceProps {
   int sms = 0;
   int major = 0;
   int minor = 0;
+  std::size_t smem_per_block = 0;  // the opt-in limit of dynamic + static shared memory
   std::string name;
 };
 
@@ -75,6 +76,7 @@ const DeviceProps& props(int device) {
     slot->sms = prop.multiProcessorCount;
     slot->major = prop.major;
     slot->minor = prop.minor;
+    slot->smem_per_block = prop.sharedMemPerBlockOptin;
     slot->name = prop.name;
   }
   return *slot;
@@ -153,10 +155,14 @@ struct DeviceWork {
   DeviceWork(const DeviceWork&) = delete;
   DeviceWork& operator=(const DeviceWork&) = delete;
   ~DeviceWork() {
-    if (memory != nullptr) {
-      const DeviceScope scope(device);
-      cudaFree(memory);
-    }
+    // No throwing here: at exit the runtime may already be unloading. cudaFree waits for the
+    // kernels that may still read this schedule.
+    if (memory == nullptr) return;
+    int previous = 0;
+    if (cudaGetDevice(&previous) != cudaSuccess) return;
+    cudaSetDevice(device);
+    cudaFree(memory);
+    cudaSetDevice(previous);
   }
 };
 
@@ -490,7 +496,23 @@ void check_supported(const Problem& p) {
                 "head dim D = " + std::to_string(p.dim) +
                     " is not supported by the CUDA backend (expected 1..256)");
   }
+  if (p.hq > 65535) {
+    throw Error(ErrorKind::kUnsupported, "q",
+                "Hq = " + std::to_string(p.hq) + " query heads; the CUDA backend takes <= 65535");
+  }
   const DeviceProps& pr = props(p.device_index);
+  // The generic kernels keep whole K/V rows in shared memory; GPUs with 99 KB per block
+  // (sm_86, sm_89) cannot run the largest head dims.
+  const std::size_t need = std::max(simt_forward_smem(static_cast<int>(p.dim)),
+                                    p.dout.present() ? simt_backward_smem(static_cast<int>(p.dim))
+                                                     : std::size_t{0}) +
+                           kStaticSmemBytes;
+  if (need > pr.smem_per_block) {
+    throw Error(ErrorKind::kUnsupported, "q",
+                "head dim D = " + std::to_string(p.dim) + " needs " + std::to_string(need) +
+                    " bytes of shared memory per block on GPU " + std::to_string(p.device_index) +
+                    " (" + pr.name + "), which allows " + std::to_string(pr.smem_per_block));
+  }
   if (pr.major < 8) {
     throw Error(ErrorKind::kUnsupported, "q",
                 "GPU " + std::to_string(p.device_index) + " (" + pr.name + ") is sm_" +
@@ -506,7 +528,11 @@ void forward(const Problem& p) {
   std::vector<BatchEntry> table;
   AttnParams a = base_params(p, table);
   const MmaForwardKernel* mma = tensor_core_forward(p);
-  const int occupancy = mma != nullptr ? mma->occupancy() : simt_forward_occupancy(a);
+  int occupancy = mma != nullptr ? mma->occupancy() : 0;
+  if (occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
+    mma = nullptr;
+    occupancy = simt_forward_occupancy(a);
+  }
   if (occupancy == 0) {
     check(cudaGetLastError(), "forward kernel setup (D=" + std::to_string(p.dim) + ")");
     throw Error(ErrorKind::kRuntime, "q",
@@ -541,6 +567,11 @@ void forward(const Problem& p) {
   a.merge_work = work->merge_work;
   a.num_merge_work = work->num_merge_work;
   const int grid = std::min(work->num_fwd_work, slots);
+  // The kernels read one bitmask word per key row and assume the schedule's tile shape.
+  if (work->sched.words_per_row != 1 || work->sched.tile_q != tile_q ||
+      work->sched.tile_k != tile_k) {
+    throw Error(ErrorKind::kRuntime, "schedule", "tile shape does not match the kernel's");
+  }
   if (mma != nullptr) {
     check(mma->launch(a, grid, stream),
           "forward kernel launch (tensor cores, D=" + std::to_string(p.dim) + ")");
@@ -580,7 +611,8 @@ void backward(const Problem& p) {
   const int slots = props(p.device_index).sms * occupancy;
   // The work lists do not depend on the forward's split decision here: use the same cache key.
   const auto work = device_work(p, slots, kSimtTileQ, kSimtTileK);
-  if (work->num_full_work == 0 && work->num_col_work == 0) return;
+  // Nothing to compute, except the sink-logit gradient, which is then 0 and still written.
+  if (work->num_full_work == 0 && work->num_col_work == 0 && p.dsink == nullptr) return;
 
   const std::int64_t rows = total_rows(p) * p.hq;
   Packer pk;

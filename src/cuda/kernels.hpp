@@ -5,6 +5,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
+
 #include "cuda/params.hpp"
 
 namespace longattn::detail::cuda {
@@ -20,6 +22,9 @@ inline constexpr int kSimtMaxDim = 256;
 inline constexpr int kMmaTileQ = 64;
 inline constexpr int kMmaTileK = 64;
 constexpr int mma_tile_k(int dim) { return dim <= 128 ? kMmaTileK : kMmaTileK / 2; }
+
+/// Static shared memory every persistent kernel adds to its dynamic buffer (the work slot).
+inline constexpr std::size_t kStaticSmemBytes = 16;
 
 /// Bytes of dynamic shared memory the generic kernels need at head dim `dim`.
 std::size_t simt_forward_smem(int dim);

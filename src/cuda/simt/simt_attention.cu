@@ -229,11 +229,11 @@ __global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p)
 // ---------------------------------------------------------------------------------------------
 
 /// Per row: D_i = dO_i . O_i and the lse in log2 units (+inf for a row that saw nothing, so that
-/// exp2(x - lse) is 0). One block per (head, batch entry).
+/// exp2(x - lse) is 0). One block per (batch entry, head).
 template <class T>
 __global__ void __launch_bounds__(kSimtThreads) row_constants_kernel(const AttnParams p) {
-  const int h = blockIdx.x;
-  const int b = blockIdx.y;
+  const int b = blockIdx.x;  // x: up to 2^31 - 1 batch entries; y: heads (<= 65535, checked)
+  const int h = blockIdx.y;
   const BatchEntry be = p.batch[b];
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
@@ -572,7 +572,9 @@ struct BackwardLaunch {
     const std::size_t smem = simt_backward_smem(p.dim);
     if (cudaError_t e = prepare(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
     if (cudaError_t e = prepare(dq_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
-    row_constants_kernel<T><<<dim3(p.hq, p.num_batch), kSimtThreads, 0, stream>>>(p);
+    if (p.num_batch > 0 && p.hq > 0) {
+      row_constants_kernel<T><<<dim3(p.num_batch, p.hq), kSimtThreads, 0, stream>>>(p);
+    }
     if (p.dsink != nullptr) sink_grad_kernel<<<p.hq, kSimtThreads, 0, stream>>>(p);
     dkdv_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
     dq_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
