@@ -2,6 +2,7 @@
 // Bad input gets one exception type whose message names the argument and what was expected.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -239,3 +240,34 @@ TEST(Errors, SinkLogitsFiniteAndLayoutsWithoutDuplicates) {
 }
 
 }  // namespace
+
+// GPU tensors where no GPU can run them (this CI machine): a clear error, never a crash or a
+// silent result. Where a GPU is usable the CUDA tests (check --device cuda) cover the calls.
+TEST(Errors, GpuTensorsWithoutAUsableGpu) {
+  const RuntimeInfo info = runtime_info();
+  const bool built = std::find(info.backends.begin(), info.backends.end(), "cuda") !=
+                     info.backends.end();
+  if (built && !info.gpus.empty() && info.gpus.front().rfind("no ", 0) != 0) {
+    GTEST_SKIP() << "a GPU is usable here: " << info.gpus.front();
+  }
+  Fixture f;
+  for (TensorView* t : {&f.qv, &f.kv, &f.vv, &f.ov, &f.lv}) t->device = Device::kCUDA;
+  try {
+    f.run();
+    ADD_FAILURE() << "no error for GPU tensors without a GPU";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (built) {
+      EXPECT_EQ(e.kind(), ErrorKind::kRuntime) << what;
+      EXPECT_EQ(e.argument(), "q") << what;
+      EXPECT_NE(what.find("not usable"), std::string::npos) << what;
+    } else {
+      EXPECT_EQ(e.kind(), ErrorKind::kUnsupported) << what;
+      EXPECT_NE(what.find("LONGATTN_CUDA"), std::string::npos) << what;
+    }
+  }
+  // Asking for the CUDA backend with host tensors names the option.
+  Fixture g;
+  g.opt.backend = Backend::kCUDA;
+  EXPECT_THROW(g.run(), Error);
+}

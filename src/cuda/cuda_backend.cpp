@@ -69,6 +69,15 @@ const DeviceProps& props(int device) {
     cache.resize(static_cast<std::size_t>(device) + 1);
   auto& slot = cache[static_cast<std::size_t>(device)];
   if (!slot) {
+    int count = 0;
+    const cudaError_t status = cudaGetDeviceCount(&count);
+    if (status != cudaSuccess || device >= count) {
+      throw Error(ErrorKind::kRuntime, "q",
+                  "the tensors are on GPU " + std::to_string(device) + ", which is not usable (" +
+                      (status != cudaSuccess ? std::string(cudaGetErrorString(status))
+                                             : std::to_string(count) + " GPUs visible") +
+                      ")");
+    }
     cudaDeviceProp prop{};
     check(cudaGetDeviceProperties(&prop, device),
           "cudaGetDeviceProperties(" + std::to_string(device) + ")");
