@@ -245,8 +245,8 @@ TEST(Errors, SinkLogitsFiniteAndLayoutsWithoutDuplicates) {
 // silent result. Where a GPU is usable the CUDA tests (check --device cuda) cover the calls.
 TEST(Errors, GpuTensorsWithoutAUsableGpu) {
   const RuntimeInfo info = runtime_info();
-  const bool built = std::find(info.backends.begin(), info.backends.end(), "cuda") !=
-                     info.backends.end();
+  const bool built =
+      std::find(info.backends.begin(), info.backends.end(), "cuda") != info.backends.end();
   if (built && !info.gpus.empty() && info.gpus.front().rfind("no ", 0) != 0) {
     GTEST_SKIP() << "a GPU is usable here: " << info.gpus.front();
   }

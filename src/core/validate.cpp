@@ -116,7 +116,7 @@ std::vector<std::int64_t> read_cu_seqlens(const TensorView& t, const std::string
   if (t.shape[0] < 1) fail(name, "expected length B+1 >= 1, got 0");
   // GPU lengths are copied to the host: the schedule is built on the CPU.
   const std::vector<std::int32_t> raw = read_small_vector<std::int32_t>(t);
-  const std::vector<std::int64_t> cu(raw.begin(), raw.end());
+  std::vector<std::int64_t> cu(raw.begin(), raw.end());
   if (cu[0] != 0) fail(name, "expected cu_seqlens[0] == 0, got " + std::to_string(cu[0]));
   for (std::size_t i = 1; i < cu.size(); ++i) {
     if (cu[i] < cu[i - 1]) {

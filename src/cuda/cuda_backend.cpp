@@ -176,7 +176,7 @@ struct DeviceWork {
 };
 
 std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
-                                              std::shared_ptr<const ScheduleSet> set,
+                                              const std::shared_ptr<const ScheduleSet>& set,
                                               int slots_per_gpu, int tile_q, int tile_k) {
   auto w = std::make_unique<DeviceWork>();
   w->host = set;
@@ -512,10 +512,10 @@ void check_supported(const Problem& p) {
   const DeviceProps& pr = props(p.device_index);
   // The generic kernels keep whole K/V rows in shared memory; GPUs with 99 KB per block
   // (sm_86, sm_89) cannot run the largest head dims.
-  const std::size_t need = std::max(simt_forward_smem(static_cast<int>(p.dim)),
-                                    p.dout.present() ? simt_backward_smem(static_cast<int>(p.dim))
-                                                     : std::size_t{0}) +
-                           kStaticSmemBytes;
+  const std::size_t need =
+      std::max(simt_forward_smem(static_cast<int>(p.dim)),
+               p.dout.present() ? simt_backward_smem(static_cast<int>(p.dim)) : std::size_t{0}) +
+      kStaticSmemBytes;
   if (need > pr.smem_per_block) {
     throw Error(ErrorKind::kUnsupported, "q",
                 "head dim D = " + std::to_string(p.dim) + " needs " + std::to_string(need) +
