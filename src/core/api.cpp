@@ -56,10 +56,7 @@ Backend choose_backend(const detail::Problem& p, Backend requested, Device devic
 
 void log_choice(const char* op, const detail::Problem& p, Backend b) {
   if (!log_enabled()) return;
-  const std::string cuda_kernel = b != Backend::kCUDA ? ""
-                                  : std::string(op) == "backward"
-                                      ? "generic SIMT kernels"
-                                      : detail::cuda::describe_forward(p);
+  const std::string cuda_kernel = b == Backend::kCUDA ? detail::cuda::describe_kernels(p) : "";
   std::fprintf(stderr, "longattn: %s B=%lld Hq=%lld Hkv=%lld D=%lld %s%s -> %s (%s)\n", op,
                static_cast<long long>(p.batch), static_cast<long long>(p.hq),
                static_cast<long long>(p.hkv), static_cast<long long>(p.dim), dtype_name(p.dtype),

@@ -453,13 +453,17 @@ bool generic_forced() {
   return forced;
 }
 
-/// The tensor-core forward for p, or null when the generic kernel must run it (fp32, a head
-/// dim not instantiated, rows not 16-byte aligned, or LONGATTN_CUDA_GENERIC=1).
-const MmaForwardKernel* tensor_core_forward(const Problem& p) {
+/// The tensor-core kernel of `kind` for p, or null when the generic kernels must run it (fp32,
+/// a head dim not instantiated, rows not 16-byte aligned, or LONGATTN_CUDA_GENERIC=1).
+const MmaKernel* tensor_core_kernel(const Problem& p, MmaKind kind) {
   if (p.dtype != DType::kBF16 && p.dtype != DType::kF16) return nullptr;
   if (generic_forced()) return nullptr;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out)) return nullptr;
-  return find_forward_mma(elem_of(p.dtype), static_cast<int>(p.dim));
+  if (kind == MmaKind::kBackward &&
+      (!aligned16(p.dout) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv))) {
+    return nullptr;
+  }
+  return find_mma(kind, elem_of(p.dtype), static_cast<int>(p.dim));
 }
 
 std::int64_t total_rows(const Problem& p) {
@@ -472,10 +476,12 @@ std::int64_t total_rows(const Problem& p) {
 
 bool built() noexcept { return true; }
 
-std::string describe_forward(const Problem& p) {
-  const MmaForwardKernel* mma = tensor_core_forward(p);
-  return mma != nullptr ? "tensor cores (mma.sync), tile 64x" + std::to_string(mma_tile_k(mma->dim))
-                        : "generic SIMT kernel, tile 16x32";
+std::string describe_kernels(const Problem& p) {
+  const MmaKernel* mma =
+      tensor_core_kernel(p, p.dout.present() ? MmaKind::kBackward : MmaKind::kForward);
+  const int tile_k = p.dout.present() ? kMmaTileK : mma_tile_k(static_cast<int>(p.dim));
+  return mma != nullptr ? "tensor cores (mma.sync), tile 64x" + std::to_string(tile_k)
+                        : "generic SIMT kernels, tile 16x32";
 }
 
 int usable_devices() noexcept {
@@ -536,7 +542,7 @@ void forward(const Problem& p) {
   auto stream = static_cast<cudaStream_t>(p.stream);
   std::vector<BatchEntry> table;
   AttnParams a = base_params(p, table);
-  const MmaForwardKernel* mma = tensor_core_forward(p);
+  const MmaKernel* mma = tensor_core_kernel(p, MmaKind::kForward);
   int occupancy = mma != nullptr ? mma->occupancy() : 0;
   if (occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
     mma = nullptr;
@@ -610,7 +616,12 @@ void backward(const Problem& p) {
   a.dv_hs = p.dv.head_stride;
   a.dsink = p.dsink;
   a.dsink_stride = p.dsink_stride;
-  const int occupancy = simt_backward_occupancy(a);
+  const MmaKernel* mma = tensor_core_kernel(p, MmaKind::kBackward);
+  int occupancy = mma != nullptr ? mma->occupancy() : 0;
+  if (occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
+    mma = nullptr;
+    occupancy = simt_backward_occupancy(a);
+  }
   if (occupancy == 0) {
     check(cudaGetLastError(),
           "backward kernel setup (shared memory for D=" + std::to_string(p.dim) + ")");
@@ -618,10 +629,14 @@ void backward(const Problem& p) {
                 "the backward kernels cannot be resident at D=" + std::to_string(p.dim));
   }
   const int slots = props(p.device_index).sms * occupancy;
-  // The work lists do not depend on the forward's split decision here: use the same cache key.
-  const auto work = device_work(p, slots, kSimtTileQ, kSimtTileK);
+  const int tile_q = mma != nullptr ? kMmaTileQ : kSimtTileQ;
+  const int tile_k = mma != nullptr ? kMmaTileK : kSimtTileK;
+  const auto work = device_work(p, slots, tile_q, tile_k);
   // Nothing to compute, except the sink-logit gradient, which is then 0 and still written.
   if (work->num_full_work == 0 && work->num_col_work == 0 && p.dsink == nullptr) return;
+  if (work->sched.words_per_row != 1) {
+    throw Error(ErrorKind::kRuntime, "schedule", "tile shape does not match the kernels'");
+  }
 
   const std::int64_t rows = total_rows(p) * p.hq;
   Packer pk;
@@ -644,8 +659,14 @@ void backward(const Problem& p) {
   a.col_work = work->col_work;
   a.num_col_work = work->num_col_work;
   const int grid = std::max(1, std::min(std::max(work->num_full_work, work->num_col_work), slots));
-  check(launch_simt_backward(a, grid, stream),
-        "backward kernel launch (generic, D=" + std::to_string(p.dim) + ")");
+  if (mma != nullptr) {
+    check(launch_backward_prologue(a, stream), "backward prologue launch");
+    check(mma->launch(a, grid, stream),
+          "backward kernel launch (tensor cores, D=" + std::to_string(p.dim) + ")");
+  } else {
+    check(launch_simt_backward(a, grid, stream),
+          "backward kernel launch (generic, D=" + std::to_string(p.dim) + ")");
+  }
 }
 
 void copy_to_host(void* dst, const void* src, std::size_t bytes, int device_index) {

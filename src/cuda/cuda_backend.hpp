@@ -21,8 +21,8 @@ std::string device_summary();
 
 /// @throws Error(kUnsupported) when no CUDA kernel can run this problem (head dim, arch).
 void check_supported(const Problem& p);
-/// Which kernel runs the forward of p (LONGATTN_LOG=1).
-std::string describe_forward(const Problem& p);
+/// Which kernels run p (forward, or backward when p has dout), for LONGATTN_LOG=1.
+std::string describe_kernels(const Problem& p);
 /// Runs the forward / backward of a validated problem whose tensors are on GPU
 /// p.device_index, on stream p.stream. @throws Error(kRuntime) naming the failed operation.
 void forward(const Problem& p);

@@ -17,7 +17,7 @@ namespace {
 bool built() noexcept { return false; }
 int usable_devices() noexcept { return 0; }
 std::string device_summary() { return "not built (LONGATTN_CUDA=OFF)"; }
-std::string describe_forward(const Problem& /*p*/) { return "not built"; }
+std::string describe_kernels(const Problem& /*p*/) { return "not built"; }
 void check_supported(const Problem& /*p*/) { not_built("options.backend"); }
 void forward(const Problem& /*p*/) { not_built("options.backend"); }
 void backward(const Problem& /*p*/) { not_built("options.backend"); }

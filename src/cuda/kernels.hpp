@@ -48,15 +48,29 @@ int forward_mma_occupancy();
 template <int ELEM, int D>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
-/// One compiled tensor-core forward.
-struct MmaForwardKernel {
+/// Tensor-core backward (dK/dV pass, then dQ pass) for ELEM and D <= 128; instantiated like the
+/// forward. The row constants and dsink must have run first (launch_backward_prologue).
+template <int ELEM, int D>
+int backward_mma_occupancy();
+template <int ELEM, int D>
+cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream);
+
+/// Which pass a compiled tensor-core kernel implements.
+enum class MmaKind : std::uint8_t { kForward, kBackward };
+
+/// One compiled tensor-core kernel.
+struct MmaKernel {
+  MmaKind kind;
   ElemType elem;
   int dim;
   int (*occupancy)();
   cudaError_t (*launch)(const AttnParams&, int, cudaStream_t);
 };
-/// The compiled instance for (elem, dim), or null (generated: the build's subset of the list).
-const MmaForwardKernel* find_forward_mma(ElemType elem, int dim);
+/// The compiled instance, or null (generated: the build's subset of src/cuda/kernels.list).
+const MmaKernel* find_mma(MmaKind kind, ElemType elem, int dim);
+
+/// The backward's prologue: D_i = dO_i . O_i and the lse rows (log2 units), then dsink.
+cudaError_t launch_backward_prologue(const AttnParams& p, cudaStream_t stream);
 
 /// Backward: row constants (D_i, lse), the sink-logit gradient, dK/dV over p.col_work and dQ
 /// over p.row_work. p.work_counter must point at two zeroed ints.

@@ -538,6 +538,17 @@ struct ForwardLaunch {
 };
 
 template <class T, int CHUNKS>
+struct PrologueLaunch {
+  static cudaError_t run(const AttnParams& p, cudaStream_t stream) {
+    if (p.num_batch > 0 && p.hq > 0) {
+      row_constants_kernel<T><<<dim3(p.num_batch, p.hq), kSimtThreads, 0, stream>>>(p);
+    }
+    if (p.dsink != nullptr && p.hq > 0) sink_grad_kernel<<<p.hq, kSimtThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+  }
+};
+
+template <class T, int CHUNKS>
 struct MergeLaunch {
   static cudaError_t run(const AttnParams& p, cudaStream_t stream) {
     if (p.num_merge_work == 0) return cudaSuccess;
@@ -572,10 +583,7 @@ struct BackwardLaunch {
     const std::size_t smem = simt_backward_smem(p.dim);
     if (cudaError_t e = prepare(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
     if (cudaError_t e = prepare(dq_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
-    if (p.num_batch > 0 && p.hq > 0) {
-      row_constants_kernel<T><<<dim3(p.num_batch, p.hq), kSimtThreads, 0, stream>>>(p);
-    }
-    if (p.dsink != nullptr) sink_grad_kernel<<<p.hq, kSimtThreads, 0, stream>>>(p);
+    if (cudaError_t e = launch_backward_prologue(p, stream); e != cudaSuccess) return e;
     dkdv_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
     dq_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
     return cudaGetLastError();
@@ -613,6 +621,10 @@ cudaError_t launch_simt_forward(const AttnParams& p, int grid, cudaStream_t stre
 
 cudaError_t launch_merge(const AttnParams& p, cudaStream_t stream) {
   return dispatch<MergeLaunch>(p, stream);
+}
+
+cudaError_t launch_backward_prologue(const AttnParams& p, cudaStream_t stream) {
+  return dispatch<PrologueLaunch>(p, stream);
 }
 
 cudaError_t launch_simt_backward(const AttnParams& p, int grid, cudaStream_t stream) {

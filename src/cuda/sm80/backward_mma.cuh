@@ -1,0 +1,433 @@
+// SPDX-License-Identifier: Apache-2.0
+// Tensor-core backward for bf16/fp16 (sm_80+), FlashAttention-2 style, deterministic: two passes
+// with no atomics (the row constants D_i, lse and dsink come from the generic prologue).
+//
+//   dK/dV pass: a block owns one 64-key tile of one (batch, KV head); warp w owns keys
+//     16w..16w+15. For each query head of the group and each 64-row query tile of the column
+//     schedule: S^T = K Q^T and dP^T = V dO^T (keys are the mma rows, so P^T and dS^T sit in
+//     the accumulator layout that re-packs as the A operand), then dV += P^T dO and
+//     dK += dS^T Q with dO and Q read by ldmatrix.trans. Q/dO tiles are double buffered.
+//   dQ pass: a block owns one 64-row query tile; warp w owns rows 16w..16w+15. Over the row
+//     schedule: S = Q K^T, dP = dO V^T, dS, dQ += dS K (K by ldmatrix.trans). K/V double
+//     buffered.
+// The extra S and dP products of the dQ pass (7 tile products instead of FA2's 5) buy
+// bitwise-deterministic gradients without atomics or semaphores.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/common/device.cuh"
+#include "cuda/common/ptx.cuh"
+#include "cuda/kernels.hpp"
+#include "cuda/sm80/forward_mma.cuh"
+
+namespace longattn::detail::cuda {
+
+template <int D>
+struct BackwardMmaTraits {
+  static constexpr int kWarps = 4;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kBlockM = kMmaTileQ;  // query rows of a tile
+  static constexpr int kBlockN = kMmaTileK;  // keys of a tile
+  static constexpr int kPitch = D + 8;
+  // Both passes: two resident tiles and two double-buffered ones, plus row constants.
+  static constexpr std::size_t kSmemBytes =
+      sizeof(std::uint16_t) * static_cast<std::size_t>(6 * 64 * kPitch) +
+      sizeof(float) * 4 * kBlockM;
+  static_assert(kBlockM == 64 && kBlockN == 64 && D % 16 == 0 && D <= 128, "tile shapes");
+};
+
+/// The probability and the scaled score gradient of one (query, key) element.
+__device__ __forceinline__ void mma_pair_grad(const AttnParams& p, float dot, float dp, float lse2,
+                                              float rowdot, bool visible, float& prob,
+                                              float& dscore) {
+  const float x = capped_logit(p, dot);
+  float pr;
+  float ds;
+  if (p.softmax) {
+    pr = exp2f(x * kLog2eF - lse2);
+    ds = pr * (dp - rowdot);
+  } else {
+    pr = 1.0F / (1.0F + expf(-(x + p.sigmoid_bias)));
+    ds = dp * pr * (1.0F - pr);
+  }
+  if (p.softcap > 0.0F) {
+    const float t = x / p.softcap;
+    ds *= 1.0F - t * t;
+  }
+  prob = visible ? pr : 0.0F;
+  dscore = visible ? ds * p.scale : 0.0F;
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
+    dkdv_mma_kernel(const AttnParams p) {
+  using Tr = BackwardMmaTraits<D>;
+  constexpr int BM = Tr::kBlockM;
+  constexpr int BN = Tr::kBlockN;
+  constexpr int P = Tr::kPitch;
+  constexpr int NB = BM / 8;  // n8 blocks over queries
+  constexpr int DB = D / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* ks = reinterpret_cast<T*>(smem_raw);                   // [BN][P]
+  T* vs = ks + BN * P;                                      // [BN][P]
+  T* qs = vs + BN * P;                                      // [2][BM][P]
+  T* dos = qs + 2 * BM * P;                                 // [2][BM][P]
+  auto* rows = reinterpret_cast<float*>(dos + 2 * BM * P);  // [2][lse2 BM | rowdot BM]
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int group = lane >> 2;
+  const int tq = lane & 3;
+
+  for_each_work_item(p.work_counter + 1, p.num_col_work, [&](int item) {
+    const ColWork w = p.col_work[item];
+    const BatchEntry be = p.batch[w.b];
+    const int k0 = w.kt * BN;
+    const int jn = min(BN, be.skv - k0);
+    load_tile_async<T, D, Tr::kThreads>(ks, BN, p.k, be.k + w.kvh * p.k_hs, p.k_ts, k0, jn);
+    load_tile_async<T, D, Tr::kThreads>(vs, BN, p.v, be.v + w.kvh * p.v_hs, p.v_ts, k0, jn);
+    cp_async_commit();
+
+    float dk[DB][4], dv[DB][4];
+#pragma unroll
+    for (int db = 0; db < DB; ++db) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dk[db][e] = dv[db][e] = 0.0F;
+    }
+    const int key0 = warp * 16 + group;  // key rows key0 and key0 + 8 of the tile
+
+    for (int h = w.kvh * p.group; h < (w.kvh + 1) * p.group; ++h) {
+      const int slot = p.sched.slot_of[w.b * p.hq + h];
+      const SlotEntry se = p.sched.slots[slot];
+      const std::int64_t ebase = p.sched.entry_base[slot];
+      const std::int64_t c0 = p.sched.col_offsets[se.col_offsets + w.kt];
+      const std::int64_t c1 = p.sched.col_offsets[se.col_offsets + w.kt + 1];
+      const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq;
+      auto issue_q = [&](std::int64_t c, int buf) {
+        const int q0 = p.sched.q_tile[ebase + c] * BM;
+        const int qn = min(BM, be.sq - q0);
+        load_tile_async<T, D, Tr::kThreads>(qs + buf * BM * P, BM, p.q, be.q + h * p.q_hs, p.q_ts,
+                                            q0, qn);
+        load_tile_async<T, D, Tr::kThreads>(dos + buf * BM * P, BM, p.dout, be.dout + h * p.do_hs,
+                                            p.do_ts, q0, qn);
+        cp_async_commit();
+        float* r = rows + buf * 2 * BM;
+        for (int i = threadIdx.x; i < BM; i += Tr::kThreads) {
+          r[i] = i < qn ? p.row_lse2[rbase + q0 + i] : pos_inf();
+          r[BM + i] = i < qn ? p.row_dot[rbase + q0 + i] : 0.0F;
+        }
+      };
+      if (c0 < c1) issue_q(c0, 0);
+      for (std::int64_t c = c0; c < c1; ++c) {
+        const int buf = static_cast<int>((c - c0) & 1);
+        if (c + 1 < c1) {
+          issue_q(c + 1, buf ^ 1);
+          cp_async_wait<1>();
+        } else {
+          cp_async_wait<0>();
+        }
+        __syncthreads();
+        const int q0 = p.sched.q_tile[ebase + c] * BM;
+        const int qn = min(BM, be.sq - q0);
+        const int bits_index = p.sched.col_bits[ebase + c];
+        const T* qb = qs + buf * BM * P;
+        const T* dob = dos + buf * BM * P;
+        const float* lse2 = rows + buf * 2 * BM;
+        const float* rowdot = lse2 + BM;
+
+        // ---- S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp) ----
+        float st[NB][4], dpt[NB][4];
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) st[nb][e] = dpt[nb][e] = 0.0F;
+        }
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+          std::uint32_t ak[4], av[4];
+          const int a_off = (warp * 16 + (lane % 16)) * P + kk * 16 + (lane / 16) * 8;
+          ldmatrix_x4(ak, smem_addr(ks + a_off));
+          ldmatrix_x4(av, smem_addr(vs + a_off));
+#pragma unroll
+          for (int nb = 0; nb < NB; nb += 2) {
+            const int b_off =
+                (nb * 8 + (lane % 8) + (lane / 16) * 8) * P + kk * 16 + ((lane / 8) & 1) * 8;
+            std::uint32_t b[4];
+            ldmatrix_x4(b, smem_addr(qb + b_off));
+            mma_16816<T>(st[nb], ak, b[0], b[1]);
+            mma_16816<T>(st[nb + 1], ak, b[2], b[3]);
+            ldmatrix_x4(b, smem_addr(dob + b_off));
+            mma_16816<T>(dpt[nb], av, b[0], b[1]);
+            mma_16816<T>(dpt[nb + 1], av, b[2], b[3]);
+          }
+        }
+
+        // ---- P^T and dS^T in place ----
+        std::uint64_t words[2] = {~0ULL, ~0ULL};
+        if (bits_index >= 0) {
+          const std::uint64_t* tile_bits =
+              p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN;
+          words[0] = key0 < jn ? tile_bits[key0] : 0ULL;
+          words[1] = key0 + 8 < jn ? tile_bits[key0 + 8] : 0ULL;
+        }
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = key0 + (e >> 1) * 8;
+            const int q = nb * 8 + tq * 2 + (e & 1);
+            const bool visible = key < jn && q < qn && ((words[e >> 1] >> q) & 1U) != 0;
+            mma_pair_grad(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
+                          dpt[nb][e]);
+          }
+        }
+
+        // ---- dV += P^T dO, dK += dS^T Q (k = the 64 queries) ----
+#pragma unroll
+        for (int kk = 0; kk < BM / 16; ++kk) {
+          const std::uint32_t ap[4] = {pack_pair<T>(st[2 * kk][0], st[2 * kk][1]),
+                                       pack_pair<T>(st[2 * kk][2], st[2 * kk][3]),
+                                       pack_pair<T>(st[2 * kk + 1][0], st[2 * kk + 1][1]),
+                                       pack_pair<T>(st[2 * kk + 1][2], st[2 * kk + 1][3])};
+          const std::uint32_t ads[4] = {pack_pair<T>(dpt[2 * kk][0], dpt[2 * kk][1]),
+                                        pack_pair<T>(dpt[2 * kk][2], dpt[2 * kk][3]),
+                                        pack_pair<T>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]),
+                                        pack_pair<T>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3])};
+#pragma unroll
+          for (int db = 0; db < DB; db += 2) {
+            const int t_off =
+                (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P + db * 8 + (lane / 16) * 8;
+            std::uint32_t b[4];
+            ldmatrix_x4_trans(b, smem_addr(dob + t_off));
+            mma_16816<T>(dv[db], ap, b[0], b[1]);
+            mma_16816<T>(dv[db + 1], ap, b[2], b[3]);
+            ldmatrix_x4_trans(b, smem_addr(qb + t_off));
+            mma_16816<T>(dk[db], ads, b[0], b[1]);
+            mma_16816<T>(dk[db + 1], ads, b[2], b[3]);
+          }
+        }
+        __syncthreads();  // this buffer is refilled by the prefetch of iteration c + 2
+      }
+    }
+    cp_async_wait<0>();  // K/V alone were in flight when no query tile visits this key tile
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int key = key0 + r * 8;
+      if (key >= jn) continue;
+      T* dkrow = static_cast<T*>(p.dk) + be.dk + static_cast<std::int64_t>(k0 + key) * p.dk_ts +
+                 w.kvh * p.dk_hs;
+      T* dvrow = static_cast<T*>(p.dv) + be.dv + static_cast<std::int64_t>(k0 + key) * p.dv_ts +
+                 w.kvh * p.dv_hs;
+#pragma unroll
+      for (int db = 0; db < DB; ++db) {
+        *reinterpret_cast<std::uint32_t*>(dkrow + db * 8 + tq * 2) =
+            pack_pair<T>(dk[db][2 * r], dk[db][2 * r + 1]);
+        *reinterpret_cast<std::uint32_t*>(dvrow + db * 8 + tq * 2) =
+            pack_pair<T>(dv[db][2 * r], dv[db][2 * r + 1]);
+      }
+    }
+  });
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
+    dq_mma_kernel(const AttnParams p) {
+  using Tr = BackwardMmaTraits<D>;
+  constexpr int BM = Tr::kBlockM;
+  constexpr int BN = Tr::kBlockN;
+  constexpr int P = Tr::kPitch;
+  constexpr int NB = BN / 8;
+  constexpr int DB = D / 8;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* qs = reinterpret_cast<T*>(smem_raw);  // [BM][P]
+  T* dos = qs + BM * P;                    // [BM][P]
+  T* ks = dos + BM * P;                    // [2][BN][P]
+  T* vs = ks + 2 * BN * P;                 // [2][BN][P]
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int group = lane >> 2;
+  const int tq = lane & 3;
+
+  for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
+    const RowWork w = p.row_work[item];
+    const BatchEntry be = p.batch[w.b];
+    const int kvh = w.h / p.group;
+    const int q0 = w.qt * BM;
+    const int qn = min(BM, be.sq - q0);
+    const int slot = p.sched.slot_of[w.b * p.hq + w.h];
+    const SlotEntry se = p.sched.slots[slot];
+    const std::int64_t ebase = p.sched.entry_base[slot];
+    const int entries = static_cast<int>(w.end - w.begin);
+    const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(w.h) * be.sq;
+    auto issue_kv = [&](int i, int buf) {
+      const int k0 = p.sched.key_tile[ebase + w.begin + i] * BN;
+      const int jn = min(BN, be.skv - k0);
+      load_tile_async<T, D, Tr::kThreads>(ks + buf * BN * P, BN, p.k, be.k + kvh * p.k_hs, p.k_ts,
+                                          k0, jn);
+      load_tile_async<T, D, Tr::kThreads>(vs + buf * BN * P, BN, p.v, be.v + kvh * p.v_hs, p.v_ts,
+                                          k0, jn);
+      cp_async_commit();
+    };
+    load_tile_async<T, D, Tr::kThreads>(qs, BM, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn);
+    load_tile_async<T, D, Tr::kThreads>(dos, BM, p.dout, be.dout + w.h * p.do_hs, p.do_ts, q0, qn);
+    cp_async_commit();
+    if (entries > 0) issue_kv(0, 0);
+
+    const int row0 = warp * 16 + group;
+    float lse2[2], rowdot[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row0 + r * 8;
+      lse2[r] = row < qn ? p.row_lse2[rbase + q0 + row] : pos_inf();
+      rowdot[r] = row < qn ? p.row_dot[rbase + q0 + row] : 0.0F;
+    }
+    float dq[DB][4];
+#pragma unroll
+    for (int db = 0; db < DB; ++db) dq[db][0] = dq[db][1] = dq[db][2] = dq[db][3] = 0.0F;
+
+    for (int i = 0; i < entries; ++i) {
+      const int buf = i & 1;
+      if (i + 1 < entries) {
+        issue_kv(i + 1, buf ^ 1);
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+      const int kt = p.sched.key_tile[ebase + w.begin + i];
+      const int bits_index = p.sched.row_bits[ebase + w.begin + i];
+      const int jn = min(BN, be.skv - kt * BN);
+      const T* kb = ks + buf * BN * P;
+      const T* vb = vs + buf * BN * P;
+
+      // ---- S = Q K^T, dP = dO V^T ----
+      float s[NB][4], dp[NB][4];
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nb][e] = dp[nb][e] = 0.0F;
+      }
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t aq[4], ado[4];
+        const int a_off = (warp * 16 + (lane % 16)) * P + kk * 16 + (lane / 16) * 8;
+        ldmatrix_x4(aq, smem_addr(qs + a_off));
+        ldmatrix_x4(ado, smem_addr(dos + a_off));
+#pragma unroll
+        for (int nb = 0; nb < NB; nb += 2) {
+          const int b_off =
+              (nb * 8 + (lane % 8) + (lane / 16) * 8) * P + kk * 16 + ((lane / 8) & 1) * 8;
+          std::uint32_t b[4];
+          ldmatrix_x4(b, smem_addr(kb + b_off));
+          mma_16816<T>(s[nb], aq, b[0], b[1]);
+          mma_16816<T>(s[nb + 1], aq, b[2], b[3]);
+          ldmatrix_x4(b, smem_addr(vb + b_off));
+          mma_16816<T>(dp[nb], ado, b[0], b[1]);
+          mma_16816<T>(dp[nb + 1], ado, b[2], b[3]);
+        }
+      }
+
+      // ---- dS in place of dP ----
+      const std::uint64_t* tile_bits =
+          bits_index >= 0 ? p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN
+                          : nullptr;
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = nb * 8 + tq * 2 + (e & 1);
+          const int row = row0 + (e >> 1) * 8;
+          bool visible = key < jn && row < qn;
+          if (visible && tile_bits != nullptr) visible = ((tile_bits[key] >> row) & 1U) != 0;
+          float prob;
+          mma_pair_grad(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1], visible, prob,
+                        dp[nb][e]);
+        }
+      }
+
+      // ---- dQ += dS K (k = the 64 keys; K by ldmatrix.trans) ----
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        const std::uint32_t a[4] = {pack_pair<T>(dp[2 * kk][0], dp[2 * kk][1]),
+                                    pack_pair<T>(dp[2 * kk][2], dp[2 * kk][3]),
+                                    pack_pair<T>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
+                                    pack_pair<T>(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
+#pragma unroll
+        for (int db = 0; db < DB; db += 2) {
+          std::uint32_t b[4];
+          ldmatrix_x4_trans(b, smem_addr(kb + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P +
+                                         db * 8 + (lane / 16) * 8));
+          mma_16816<T>(dq[db], a, b[0], b[1]);
+          mma_16816<T>(dq[db + 1], a, b[2], b[3]);
+        }
+      }
+      __syncthreads();
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = row0 + r * 8;
+      if (row >= qn) continue;
+      T* dqrow = static_cast<T*>(p.dq) + be.dq + static_cast<std::int64_t>(q0 + row) * p.dq_ts +
+                 w.h * p.dq_hs;
+#pragma unroll
+      for (int db = 0; db < DB; ++db) {
+        *reinterpret_cast<std::uint32_t*>(dqrow + db * 8 + tq * 2) =
+            pack_pair<T>(dq[db][2 * r], dq[db][2 * r + 1]);
+      }
+    }
+  });
+}
+
+template <int ELEM, int D>
+int backward_mma_occupancy() {
+  using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
+  using Tr = BackwardMmaTraits<D>;
+  const int smem = static_cast<int>(Tr::kSmemBytes);
+  if (cudaFuncSetAttribute(dkdv_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           smem) != cudaSuccess ||
+      cudaFuncSetAttribute(dq_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           smem) != cudaSuccess) {
+    return 0;
+  }
+  int a = 0;
+  int b = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&a, dkdv_mma_kernel<T, D>, Tr::kThreads,
+                                                    Tr::kSmemBytes) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, dq_mma_kernel<T, D>, Tr::kThreads,
+                                                    Tr::kSmemBytes) != cudaSuccess) {
+    return 0;
+  }
+  return a < b ? a : b;
+}
+
+/// dK/dV then dQ (the prologue of row constants and dsink has run on the same stream).
+template <int ELEM, int D>
+cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
+  using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
+  using Tr = BackwardMmaTraits<D>;
+  const int smem = static_cast<int>(Tr::kSmemBytes);
+  if (cudaError_t e = cudaFuncSetAttribute(dkdv_mma_kernel<T, D>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      e != cudaSuccess) {
+    return e;
+  }
+  if (cudaError_t e = cudaFuncSetAttribute(dq_mma_kernel<T, D>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+      e != cudaSuccess) {
+    return e;
+  }
+  dkdv_mma_kernel<T, D><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  dq_mma_kernel<T, D><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace longattn::detail::cuda
+
+/// Explicit instantiation of one (element type, head dim) backward: one per generated file.
+#define LONGATTN_INSTANTIATE_BACKWARD_MMA(ELEM, D)                           \
+  template int longattn::detail::cuda::backward_mma_occupancy<ELEM, D>();    \
+  template cudaError_t longattn::detail::cuda::launch_backward_mma<ELEM, D>( \
+      const longattn::detail::cuda::AttnParams&, int, cudaStream_t);
