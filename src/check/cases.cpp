@@ -807,7 +807,7 @@ std::vector<Case> default_cases(bool quick) {
     const Decode decodes[] = {
         {"decode", 8, 2, 1, 1000, DType::kF32}, {"decode", 32, 4, 1, 300, DType::kF32},
         {"decode", 8, 1, 3, 517, DType::kBF16}, {"decode", 4, 4, 16, 200, DType::kF16},
-        {"decode", 4, 2, 7, 129, DType::kF32},
+        {"decode", 4, 2, 7, 129, DType::kF32},  {"decode", 32, 8, 1, 2000, DType::kBF16},
     };
     int n = 0;
     for (const auto& d : decodes) {
@@ -844,6 +844,11 @@ std::vector<Case> default_cases(bool quick) {
     v.seqlens_k = {300, 1, 50, 0};
     v.causal = true;
     both(v);
+    v.variant = "decode+varlen+bf16";  // GQA-packed tiles on the GPU, split-KV parts
+    v.dtype = DType::kBF16;
+    v.seqlens_k = {1300, 1, 50, 0};
+    add(v);
+    v.dtype = DType::kF32;
     Case nf = v;
     nf.variant = "decode+nan/inf";
     nf.layout = Layout::kContiguous;

@@ -148,6 +148,7 @@ struct DeviceWork {
   int device = 0;
   std::int64_t hkv = 0;
   int slots_per_gpu = 0;
+  bool packed = false;  // forward items cover a KV head's whole query group (GQA packing)
   void* memory = nullptr;
   DeviceSchedule sched;
   const RowWork* fwd_work = nullptr;  // split-KV items when the GPU would idle
@@ -177,12 +178,14 @@ struct DeviceWork {
 
 std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
                                               const std::shared_ptr<const ScheduleSet>& set,
-                                              int slots_per_gpu, int tile_q, int tile_k) {
+                                              int slots_per_gpu, int tile_q, int tile_k,
+                                              bool packed) {
   auto w = std::make_unique<DeviceWork>();
   w->host = set;
   w->device = p.device_index;
   w->hkv = p.hkv;
   w->slots_per_gpu = slots_per_gpu;
+  w->packed = packed;
 
   // Concatenate the distinct schedules and their transposes.
   std::vector<SlotEntry> slots;
@@ -222,7 +225,8 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
   constexpr std::int64_t kMaxSplits = 64;
   std::vector<RowWork> full;
   for (std::int64_t b = 0; b < p.batch; ++b) {
-    for (std::int64_t h = 0; h < p.hq; ++h) {
+    // Packed: one item per KV head (its group's first head stands for the group's schedule).
+    for (std::int64_t h = 0; h < p.hq; h += packed ? p.group() : 1) {
       const TileSchedule& s = set->get(b, h);
       for (std::int64_t qt = 0; qt < s.q_tiles; ++qt) {
         RowWork r;
@@ -270,6 +274,7 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
     }
   }
   std::stable_sort(fwd.begin(), fwd.end(), longest_first);
+  if (packed) full.clear();  // the dQ list is per head; a packed set serves the forward only
 
   // dK/dV: one item per key tile of each (batch, KV head), costed by the query tiles it meets.
   std::vector<std::pair<std::int64_t, ColWork>> cols;
@@ -348,7 +353,7 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
 /// The device work of `p`, from an LRU cache keyed by (device, schedule set, KV heads, GPU
 /// slots); the schedule set itself comes from the host cache, so repeated calls upload nothing.
 std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gpu, int tile_q,
-                                              int tile_k) {
+                                              int tile_k, bool packed = false) {
   constexpr std::size_t kCapacity = 16;
   static std::mutex mutex;
   static std::list<std::shared_ptr<const DeviceWork>> lru;
@@ -357,12 +362,12 @@ std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gp
   for (auto it = lru.begin(); it != lru.end(); ++it) {
     const DeviceWork& w = **it;
     if (w.host == set && w.device == p.device_index && w.hkv == p.hkv &&
-        w.slots_per_gpu == slots_per_gpu) {
+        w.slots_per_gpu == slots_per_gpu && w.packed == packed) {
       lru.splice(lru.begin(), lru, it);
       return lru.front();
     }
   }
-  lru.push_front(build_device_work(p, set, slots_per_gpu, tile_q, tile_k));
+  lru.push_front(build_device_work(p, set, slots_per_gpu, tile_q, tile_k, packed));
   if (lru.size() > kCapacity) lru.pop_back();
   return lru.front();
 }
@@ -466,6 +471,20 @@ const MmaKernel* tensor_core_kernel(const Problem& p, MmaKind kind) {
   return find_mma(kind, elem_of(p.dtype), static_cast<int>(p.dim));
 }
 
+/// GQA packing for the tensor-core forward: when every batch entry's queries of a whole KV
+/// group fit one 64-row tile and the group's heads share one mask, K/V are read once per group.
+bool use_gqa_packing(const Problem& p, const ScheduleSet& set) {
+  const std::int64_t g = p.group();
+  if (g <= 1) return false;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    if (p.seqs[static_cast<std::size_t>(b)].sq * g > kMmaTileQ) return false;
+    for (std::int64_t h = 0; h < p.hq; ++h) {
+      if (set.slot_index(b, h) != set.slot_index(b, h - h % g)) return false;
+    }
+  }
+  return true;
+}
+
 std::int64_t total_rows(const Problem& p) {
   std::int64_t rows = 0;
   for (const auto& s : p.seqs) rows += s.sq;
@@ -480,8 +499,11 @@ std::string describe_kernels(const Problem& p) {
   const MmaKernel* mma =
       tensor_core_kernel(p, p.dout.present() ? MmaKind::kBackward : MmaKind::kForward);
   const int tile_k = p.dout.present() ? kMmaTileK : mma_tile_k(static_cast<int>(p.dim));
-  return mma != nullptr ? "tensor cores (mma.sync), tile 64x" + std::to_string(tile_k)
-                        : "generic SIMT kernels, tile 16x32";
+  if (mma == nullptr) return "generic SIMT kernels, tile 16x32";
+  const bool packed =
+      !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, kMmaTileQ, tile_k));
+  return "tensor cores (mma.sync), tile 64x" + std::to_string(tile_k) +
+         (packed ? ", GQA heads packed" : "");
 }
 
 int usable_devices() noexcept {
@@ -556,7 +578,8 @@ void forward(const Problem& p) {
   const int tile_q = mma != nullptr ? kMmaTileQ : kSimtTileQ;
   const int tile_k = mma != nullptr ? mma_tile_k(static_cast<int>(p.dim)) : kSimtTileK;
   const int slots = props(p.device_index).sms * occupancy;
-  const auto work = device_work(p, slots, tile_q, tile_k);
+  const bool packed = mma != nullptr && use_gqa_packing(p, *cached_schedules(p, tile_q, tile_k));
+  const auto work = device_work(p, slots, tile_q, tile_k, packed);
   if (work->num_fwd_work == 0) return;  // nothing to compute (empty sequences)
 
   Packer pk;
@@ -577,6 +600,7 @@ void forward(const Problem& p) {
   a.part_acc = at<float>(ws.get(), o_acc);
   a.part_ml = at<float>(ws.get(), o_ml);
   a.sched = work->sched;
+  a.pack_gqa = packed;
   a.row_work = work->fwd_work;
   a.num_row_work = work->num_fwd_work;
   a.merge_work = work->merge_work;

@@ -81,6 +81,9 @@ struct AttnParams {
   std::int32_t num_batch = 0, hq = 0, hkv = 0, group = 1, dim = 0;
   ElemType elem = ElemType::kF32;
   bool softmax = true;
+  /// GQA packing (decode shapes): a query tile holds the queries of all `group` heads of one KV
+  /// head, head-major (row = g * sq + i); RowWork::h is the group's first head, qt is 0.
+  bool pack_gqa = false;
   float scale = 1.0F;
   float softcap = 0.0F;  // 0 = off
   float sigmoid_bias = 0.0F;

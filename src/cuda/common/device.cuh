@@ -76,6 +76,22 @@ __device__ __forceinline__ float capped_logit(const AttnParams& p, float dot) {
   return p.softcap > 0.0F ? p.softcap * tanhf(x / p.softcap) : x;
 }
 
+/// The (head, query) of row `row` of query tile `qt` (tile height tq) of a work item for head h;
+/// with GQA packing the rows are the group's heads' queries, head-major.
+struct TileRow {
+  int head;
+  int query;
+};
+__device__ __forceinline__ TileRow tile_row(const AttnParams& p, int h, int qt, int tq, int sq,
+                                            int row) {
+  if (!p.pack_gqa) return {h, qt * tq + row};
+  return {h + row / sq, row % sq};
+}
+/// Valid rows of that tile.
+__device__ __forceinline__ int tile_rows(const AttnParams& p, int qt, int tq, int sq) {
+  return p.pack_gqa ? min(tq, p.group * sq) : min(tq, sq - qt * tq);
+}
+
 /// Persistent-block work loop: every block takes the next item from a global counter until
 /// the list runs out. Items are sorted longest-first on the host, so this is LPT scheduling.
 /// `body(item)` may use __syncthreads(); the loop syncs before the shared slot is reused.

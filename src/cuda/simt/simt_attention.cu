@@ -181,10 +181,10 @@ __global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p)
     const MergeWork w = p.merge_work[item];
     const BatchEntry be = p.batch[w.b];
     const int tq = p.sched.tile_q;  // part rows: the producing kernel's query tile
-    const int q0 = w.qt * tq;
-    const int qn = min(tq, be.sq - q0);
-    const float sink2 = sink_log2(p, w.h);
+    const int qn = tile_rows(p, w.qt, tq, be.sq);
     for (int row = warp; row < qn; row += kWarps) {
+      const TileRow tr = tile_row(p, w.h, w.qt, tq, be.sq, row);
+      const float sink2 = sink_log2(p, tr.head);
       float m_all = neg_inf();
       for (int s = 0; s < w.count; ++s) {
         m_all = fmaxf(m_all, p.part_ml[2 * ((w.first + s) * tq + row)]);
@@ -210,15 +210,15 @@ __global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p)
         }
       }
       const RowFinal f = p.softmax ? finalize_row(m_all, l_all, sink2) : RowFinal{1.0F, 0.0F};
-      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(q0 + row) * p.o_ts +
-                w.h * p.o_hs;
+      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(tr.query) * p.o_ts +
+                tr.head * p.o_hs;
 #pragma unroll
       for (int c = 0; c < CHUNKS; ++c) {
         const int d = lane + 32 * c;
         if (d < dim) orow[d] = from_float<T>(acc[c] * f.factor);
       }
       if (lane == 0 && p.lse != nullptr && p.softmax) {
-        p.lse[be.lse + w.h * p.lse_hs + static_cast<std::int64_t>(q0 + row) * p.lse_ts] = f.lse;
+        p.lse[be.lse + tr.head * p.lse_hs + static_cast<std::int64_t>(tr.query) * p.lse_ts] = f.lse;
       }
     }
   }

@@ -51,6 +51,27 @@ __device__ __forceinline__ void load_tile_async(T* dst, int rows, const void* sr
   }
 }
 
+/// The query tile of a work item (rows per tile_row: one head's queries, or with GQA packing
+/// the group's heads' queries); rows >= qn are zero-filled.
+template <class T, int D, int THREADS>
+__device__ __forceinline__ void load_query_tile_async(T* dst, int rows, const AttnParams& p,
+                                                      const BatchEntry& be, int h, int qt, int qn) {
+  constexpr int kChunks = D / 8;
+  constexpr int kPitch = D + 8;
+  const T* q = static_cast<const T*>(p.q);
+  for (int c = threadIdx.x; c < rows * kChunks; c += THREADS) {
+    const int r = c / kChunks;
+    const int ch = c - r * kChunks;
+    const bool valid = r < qn;
+    const T* from = q;
+    if (valid) {
+      const TileRow tr = tile_row(p, h, qt, rows, be.sq, r);
+      from = q + be.q + static_cast<std::int64_t>(tr.query) * p.q_ts + tr.head * p.q_hs + ch * 8;
+    }
+    cp_async_16(smem_addr(dst + r * kPitch + ch * 8), from, valid);
+  }
+}
+
 template <class T, int D>
 __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
     forward_mma_kernel(const AttnParams p) {
@@ -76,7 +97,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
     const BatchEntry be = p.batch[w.b];
     const int kvh = w.h / p.group;
     const int q0 = w.qt * BM;
-    const int qn = min(BM, be.sq - q0);
+    const int qn = tile_rows(p, w.qt, BM, be.sq);
     const int slot = p.sched.slot_of[w.b * p.hq + w.h];
     const SlotEntry se = p.sched.slots[slot];
     const std::int64_t ebase = p.sched.entry_base[slot];
@@ -92,9 +113,16 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
       load_tile_async<T, D, Tr::kThreads>(vs + buf * BN * P, BN, p.v, vbase, p.v_ts, k0, jn);
       cp_async_commit();
     };
-    load_tile_async<T, D, Tr::kThreads>(qs, BM, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn);
+    load_query_tile_async<T, D, Tr::kThreads>(qs, BM, p, be, w.h, w.qt, qn);
     cp_async_commit();
     if (entries > 0) issue_kv(0, 0);
+    // Bitmask bit of each of this thread's two rows: the query's offset in its schedule tile.
+    int row_bit[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = warp * 16 + group + r * 8;
+      row_bit[r] = row < qn ? tile_row(p, w.h, w.qt, BM, be.sq, row).query - q0 : 0;
+    }
 
     float o[DB][4];
 #pragma unroll
@@ -161,8 +189,9 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
           const int row = row0 + (e >> 1) * 8;
           bool visible = key < jn && row < qn;
           if (visible && tile_bits != nullptr) {
-            const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + row / 64];
-            visible = ((word >> (row % 64)) & 1U) != 0;
+            const int bit = row_bit[e >> 1];
+            const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + bit / 64];
+            visible = ((word >> (bit % 64)) & 1U) != 0;
           }
           const float x = capped_logit(p, s[nb][e]) * post;
           if (softmax) {
@@ -246,7 +275,6 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
     cp_async_wait<0>();  // Q alone was in flight when the tile has no key tiles
 
     // ---- epilogue ----
-    const float sink2 = sink_log2(p, w.h);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       l[r] += __shfl_xor_sync(0xffffffffU, l[r], 1);
@@ -267,16 +295,18 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
         }
         continue;
       }
-      const RowFinal f = softmax ? finalize_row(m[r], l[r], sink2) : RowFinal{1.0F, 0.0F};
-      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(q0 + row) * p.o_ts +
-                w.h * p.o_hs;
+      const TileRow tr = tile_row(p, w.h, w.qt, BM, be.sq, row);
+      const RowFinal f =
+          softmax ? finalize_row(m[r], l[r], sink_log2(p, tr.head)) : RowFinal{1.0F, 0.0F};
+      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(tr.query) * p.o_ts +
+                tr.head * p.o_hs;
 #pragma unroll
       for (int db = 0; db < DB; ++db) {
         *reinterpret_cast<std::uint32_t*>(orow + db * 8 + tq * 2) =
             pack_pair<T>(o[db][2 * r] * f.factor, o[db][2 * r + 1] * f.factor);
       }
       if (tq == 0 && p.lse != nullptr && softmax) {
-        p.lse[be.lse + w.h * p.lse_hs + static_cast<std::int64_t>(q0 + row) * p.lse_ts] = f.lse;
+        p.lse[be.lse + tr.head * p.lse_hs + static_cast<std::int64_t>(tr.query) * p.lse_ts] = f.lse;
       }
     }
   });
