@@ -499,7 +499,7 @@ std::string describe_kernels(const Problem& p) {
   const MmaKernel* mma =
       tensor_core_kernel(p, p.dout.present() ? MmaKind::kBackward : MmaKind::kForward);
   const int tile_k = p.dout.present() ? kMmaTileK : mma_tile_k(static_cast<int>(p.dim));
-  if (mma == nullptr) return "generic SIMT kernels, tile 16x32";
+  if (mma == nullptr || mma->occupancy() == 0) return "generic SIMT kernels, tile 16x32";
   const bool packed =
       !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, kMmaTileQ, tile_k));
   return "tensor cores (mma.sync), tile 64x" + std::to_string(tile_k) +

@@ -5,9 +5,11 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "cuda/kernels.hpp"
 #include "cuda/params.hpp"
 
 namespace longattn::detail::cuda {
@@ -90,6 +92,21 @@ __device__ __forceinline__ TileRow tile_row(const AttnParams& p, int h, int qt, 
 /// Valid rows of that tile.
 __device__ __forceinline__ int tile_rows(const AttnParams& p, int qt, int tq, int sq) {
   return p.pack_gqa ? min(tq, p.group * sq) : min(tq, sq - qt * tq);
+}
+
+/// True when `bytes` of dynamic shared memory (plus the persistent loop's static slot) fit one
+/// block on the current GPU. Asked before cudaFuncSetAttribute, whose failure would leave a
+/// sticky "last error" that a later launch check would report.
+inline bool fits_shared_memory(std::size_t bytes) {
+  int device = 0;
+  int limit = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+          cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return bytes + kStaticSmemBytes <= static_cast<std::size_t>(limit);
 }
 
 /// Persistent-block work loop: every block takes the next item from a global counter until

@@ -590,7 +590,11 @@ struct BackwardLaunch {
   }
 };
 
-int occupancy_or_zero(cudaError_t status, int blocks) { return status == cudaSuccess ? blocks : 0; }
+int occupancy_or_zero(cudaError_t status, int blocks) {
+  if (status == cudaSuccess) return blocks;
+  (void)cudaGetLastError();  // not sticky: the caller reports "cannot be resident"
+  return 0;
+}
 
 }  // namespace
 

@@ -386,18 +386,18 @@ int backward_mma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
   using Tr = BackwardMmaTraits<D>;
   const int smem = static_cast<int>(Tr::kSmemBytes);
+  if (!fits_shared_memory(Tr::kSmemBytes)) return 0;
+  int a = 0;
+  int b = 0;
   if (cudaFuncSetAttribute(dkdv_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            smem) != cudaSuccess ||
       cudaFuncSetAttribute(dq_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           smem) != cudaSuccess) {
-    return 0;
-  }
-  int a = 0;
-  int b = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&a, dkdv_mma_kernel<T, D>, Tr::kThreads,
+                           smem) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&a, dkdv_mma_kernel<T, D>, Tr::kThreads,
                                                     Tr::kSmemBytes) != cudaSuccess ||
       cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, dq_mma_kernel<T, D>, Tr::kThreads,
                                                     Tr::kSmemBytes) != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: the caller falls back to the generic kernels
     return 0;
   }
   return a < b ? a : b;

@@ -317,13 +317,16 @@ template <int ELEM, int D>
 int forward_mma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
   using Tr = ForwardMmaTraits<D>;
+  if (!fits_shared_memory(Tr::kSmemBytes)) return 0;
   if (cudaFuncSetAttribute(forward_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(Tr::kSmemBytes)) != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: the caller falls back to the generic kernel
     return 0;
   }
   int blocks = 0;
   if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, forward_mma_kernel<T, D>, Tr::kThreads,
                                                     Tr::kSmemBytes) != cudaSuccess) {
+    (void)cudaGetLastError();
     return 0;
   }
   return blocks;
