@@ -2,7 +2,8 @@
 # One full GPU iteration on the lent machine: build (a chosen instantiation subset), check every
 # case against the oracle, compute-sanitizer on the quick suite, the GPU benchmark, and the
 # anchors (SDPA backends, FlexAttention) in the same job; a summary table last, full logs and
-# JSON under $OUT (logs.tgz, longattn_gpu.json, anchors.json, flex_masks.json, summary.txt).
+# JSON under $OUT (logs.tgz, longattn_gpu.json, anchors.json, flex_masks.json, compare.json,
+# summary.txt).
 #
 # Here first: scripts/fetch_gpu_deps.sh   (fills .gpudeps/: header libraries + the anchors)
 # Then, with the device tool:  run(command="bash bench/gpu_job.sh", carry=[".gpudeps"])
@@ -11,6 +12,7 @@
 # (build outputs stay while it is warm):
 #   STAGES="build check sanitize" bash bench/gpu_job.sh
 #   STAGES="build bench anchors" bash bench/gpu_job.sh      (build is then a no-op)
+#   STAGES="python" bash bench/gpu_job.sh                   (pip install ., GPU pytest, compare.py)
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
 # STAGES (default "build check sanitize bench anchors"), CHECK_FILTER, BENCH_ARGS.
 set -uo pipefail
@@ -21,7 +23,7 @@ LOGS=/tmp/longattn_gpu_logs
 rm -rf "$LOGS" && mkdir -p "$OUT" "$LOGS"
 KERNELS=${KERNELS:-all}
 ARCHS=${ARCHS:-90}
-STAGES=${STAGES:-"build check sanitize bench anchors"}
+STAGES=${STAGES:-"build check sanitize bench anchors python"}
 BUILD=build/gpu
 CLI=$BUILD/longattn
 start=$(date +%s)
@@ -95,6 +97,21 @@ if want anchors; then
   PYTHONUNBUFFERED=1 timeout 400 python3 "$anchors/longca_masks_flex.py" --S 16384 \
     --json "$OUT/flex_masks.json" >"$LOGS/flex.log" 2>&1
   record flex "$([ $? -eq 0 ] && echo ok || echo FAIL)" "longca_masks_flex.py"
+fi
+
+if want python; then
+  stage "Python: pip install . (CUDA build), GPU tests, bench/compare.py"
+  # No network there: build with the installed scikit-build-core and nanobind.
+  timeout 400 python3 -m pip install -q --no-build-isolation --no-deps . \
+    -C cmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS" -C cmake.define.LONGATTN_CUDA_KERNELS="$KERNELS" \
+    >"$LOGS/pip.log" 2>&1
+  record pip "$([ $? -eq 0 ] && echo ok || echo FAIL)" "pip install ."
+  (cd python/tests && timeout 300 python3 -m pytest -q -p no:cacheprovider . >"$LOGS/pytest.log" 2>&1)
+  record pytest "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/pytest.log")"
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/compare.py --device cuda --dtype bfloat16 \
+    --S 4096,16384 --Hq 16 --Hkv 16 --json "$OUT/compare.json" >"$LOGS/compare.log" 2>&1
+  record compare "$([ $? -eq 0 ] && echo ok || echo FAIL)" "bench/compare.py (table in compare.log)"
+  tail -n 30 "$LOGS/compare.log"
 fi
 
 stage "summary"
