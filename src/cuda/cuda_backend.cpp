@@ -24,6 +24,7 @@
 
 #include "core/schedule.hpp"
 #include "cuda/kernels.hpp"
+#include "cuda/work_lists.hpp"
 #include "longattn/error.hpp"
 
 namespace longattn::detail::cuda {
@@ -219,89 +220,12 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
     }
   }
 
-  // Work lists. Forward: one item per query tile, split over key tiles when the items cannot
-  // fill the GPU twice over; each part keeps at least kMinEntriesPerPart key tiles.
-  constexpr std::int64_t kMinEntriesPerPart = 4;
-  constexpr std::int64_t kMaxSplits = 64;
-  std::vector<RowWork> full;
-  for (std::int64_t b = 0; b < p.batch; ++b) {
-    // Packed: one item per KV head (its group's first head stands for the group's schedule).
-    for (std::int64_t h = 0; h < p.hq; h += packed ? p.group() : 1) {
-      const TileSchedule& s = set->get(b, h);
-      for (std::int64_t qt = 0; qt < s.q_tiles; ++qt) {
-        RowWork r;
-        r.b = static_cast<std::int32_t>(b);
-        r.h = static_cast<std::int32_t>(h);
-        r.qt = static_cast<std::int32_t>(qt);
-        r.begin = s.row_offsets[static_cast<std::size_t>(qt)];
-        r.end = s.row_offsets[static_cast<std::size_t>(qt + 1)];
-        full.push_back(r);
-      }
-    }
-  }
-  auto longest_first = [](const RowWork& a, const RowWork& b) {
-    return a.end - a.begin > b.end - b.begin;
-  };
-  std::stable_sort(full.begin(), full.end(), longest_first);
-  std::vector<RowWork> fwd;
-  std::vector<MergeWork> merges;
-  const auto items = static_cast<std::int64_t>(full.size());
-  const std::int64_t splits =
-      items > 0 && items < slots_per_gpu
-          ? std::min<std::int64_t>(kMaxSplits, (2 * slots_per_gpu + items - 1) / items)
-          : 1;
-  for (const RowWork& r : full) {
-    const std::int64_t count = r.end - r.begin;
-    const std::int64_t parts =
-        std::clamp<std::int64_t>(std::min(splits, count / kMinEntriesPerPart), 1, kMaxSplits);
-    if (parts == 1) {
-      fwd.push_back(r);
-      continue;
-    }
-    MergeWork m;
-    m.b = r.b;
-    m.h = r.h;
-    m.qt = r.qt;
-    m.count = static_cast<std::int32_t>(parts);
-    m.first = w->num_parts;
-    merges.push_back(m);
-    for (std::int64_t i = 0; i < parts; ++i) {
-      RowWork part = r;
-      part.begin = r.begin + count * i / parts;
-      part.end = r.begin + count * (i + 1) / parts;
-      part.part = static_cast<std::int32_t>(w->num_parts++);
-      fwd.push_back(part);
-    }
-  }
-  std::stable_sort(fwd.begin(), fwd.end(), longest_first);
-  if (packed) full.clear();  // the dQ list is per head; a packed set serves the forward only
-
-  // dK/dV: one item per key tile of each (batch, KV head), costed by the query tiles it meets.
-  std::vector<std::pair<std::int64_t, ColWork>> cols;
-  std::vector<std::int64_t> slot_index_of(set->slots().size());
-  for (std::int64_t b = 0; b < p.batch; ++b) {
-    const std::int64_t k_tiles = (p.seqs[static_cast<std::size_t>(b)].skv + tile_k - 1) / tile_k;
-    for (std::int64_t kvh = 0; kvh < p.hkv; ++kvh) {
-      for (std::int64_t kt = 0; kt < k_tiles; ++kt) {
-        std::int64_t cost = 1;
-        for (std::int64_t h = kvh * p.group(); h < (kvh + 1) * p.group(); ++h) {
-          const ColumnSchedule& c = columns[static_cast<std::size_t>(set->slot_index(b, h))];
-          cost += c.col_offsets[static_cast<std::size_t>(kt + 1)] -
-                  c.col_offsets[static_cast<std::size_t>(kt)];
-        }
-        ColWork cw;
-        cw.b = static_cast<std::int32_t>(b);
-        cw.kvh = static_cast<std::int32_t>(kvh);
-        cw.kt = static_cast<std::int32_t>(kt);
-        cols.emplace_back(cost, cw);
-      }
-    }
-  }
-  std::stable_sort(cols.begin(), cols.end(),
-                   [](const auto& a, const auto& b) { return a.first > b.first; });
-  std::vector<ColWork> col_work;
-  col_work.reserve(cols.size());
-  for (const auto& c : cols) col_work.push_back(c.second);
+  const WorkLists lists = build_work_lists(p, *set, columns, slots_per_gpu, tile_k, packed);
+  const std::vector<RowWork>& fwd = lists.fwd;
+  const std::vector<MergeWork>& merges = lists.merges;
+  const std::vector<RowWork>& full = lists.full;
+  const std::vector<ColWork>& col_work = lists.cols;
+  w->num_parts = lists.num_parts;
 
   Packer pk;
   const std::size_t o_slot_of = pk.add(slot_of);
@@ -471,20 +395,6 @@ const MmaKernel* tensor_core_kernel(const Problem& p, MmaKind kind) {
   return find_mma(kind, elem_of(p.dtype), static_cast<int>(p.dim));
 }
 
-/// GQA packing for the tensor-core forward: when every batch entry's queries of a whole KV
-/// group fit one 64-row tile and the group's heads share one mask, K/V are read once per group.
-bool use_gqa_packing(const Problem& p, const ScheduleSet& set) {
-  const std::int64_t g = p.group();
-  if (g <= 1) return false;
-  for (std::int64_t b = 0; b < p.batch; ++b) {
-    if (p.seqs[static_cast<std::size_t>(b)].sq * g > kMmaTileQ) return false;
-    for (std::int64_t h = 0; h < p.hq; ++h) {
-      if (set.slot_index(b, h) != set.slot_index(b, h - h % g)) return false;
-    }
-  }
-  return true;
-}
-
 std::int64_t total_rows(const Problem& p) {
   std::int64_t rows = 0;
   for (const auto& s : p.seqs) rows += s.sq;
@@ -501,7 +411,7 @@ std::string describe_kernels(const Problem& p) {
   const int tile_k = p.dout.present() ? kMmaTileK : mma_tile_k(static_cast<int>(p.dim));
   if (mma == nullptr || mma->occupancy() == 0) return "generic SIMT kernels, tile 16x32";
   const bool packed =
-      !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, kMmaTileQ, tile_k));
+      !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, kMmaTileQ, tile_k), kMmaTileQ);
   return "tensor cores (mma.sync), tile 64x" + std::to_string(tile_k) +
          (packed ? ", GQA heads packed" : "");
 }
@@ -578,7 +488,8 @@ void forward(const Problem& p) {
   const int tile_q = mma != nullptr ? kMmaTileQ : kSimtTileQ;
   const int tile_k = mma != nullptr ? mma_tile_k(static_cast<int>(p.dim)) : kSimtTileK;
   const int slots = props(p.device_index).sms * occupancy;
-  const bool packed = mma != nullptr && use_gqa_packing(p, *cached_schedules(p, tile_q, tile_k));
+  const bool packed =
+      mma != nullptr && use_gqa_packing(p, *cached_schedules(p, tile_q, tile_k), tile_q);
   const auto work = device_work(p, slots, tile_q, tile_k, packed);
   if (work->num_fwd_work == 0) return;  // nothing to compute (empty sequences)
 

@@ -1,0 +1,110 @@
+// SPDX-License-Identifier: Apache-2.0
+// Work lists of the CUDA kernels (see work_lists.hpp).
+#include "cuda/work_lists.hpp"
+
+#include <algorithm>
+#include <utility>
+
+namespace longattn::detail::cuda {
+
+WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
+                           const std::vector<ColumnSchedule>& columns, int slots_per_gpu,
+                           std::int64_t tile_k, bool packed) {
+  WorkLists out;
+  // Forward: one item per query tile, split over key tiles when the items cannot
+  // fill the GPU twice over; each part keeps at least kMinEntriesPerPart key tiles.
+  constexpr std::int64_t kMinEntriesPerPart = 4;
+  constexpr std::int64_t kMaxSplits = 64;
+  std::vector<RowWork>& full = out.full;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    // Packed: one item per KV head (its group's first head stands for the group's schedule).
+    for (std::int64_t h = 0; h < p.hq; h += packed ? p.group() : 1) {
+      const TileSchedule& s = set.get(b, h);
+      for (std::int64_t qt = 0; qt < s.q_tiles; ++qt) {
+        RowWork r;
+        r.b = static_cast<std::int32_t>(b);
+        r.h = static_cast<std::int32_t>(h);
+        r.qt = static_cast<std::int32_t>(qt);
+        r.begin = s.row_offsets[static_cast<std::size_t>(qt)];
+        r.end = s.row_offsets[static_cast<std::size_t>(qt + 1)];
+        full.push_back(r);
+      }
+    }
+  }
+  auto longest_first = [](const RowWork& a, const RowWork& b) {
+    return a.end - a.begin > b.end - b.begin;
+  };
+  std::stable_sort(full.begin(), full.end(), longest_first);
+  std::vector<RowWork>& fwd = out.fwd;
+  std::vector<MergeWork>& merges = out.merges;
+  const auto items = static_cast<std::int64_t>(full.size());
+  const std::int64_t splits =
+      items > 0 && items < slots_per_gpu
+          ? std::min<std::int64_t>(kMaxSplits, (2 * slots_per_gpu + items - 1) / items)
+          : 1;
+  for (const RowWork& r : full) {
+    const std::int64_t count = r.end - r.begin;
+    const std::int64_t parts =
+        std::clamp<std::int64_t>(std::min(splits, count / kMinEntriesPerPart), 1, kMaxSplits);
+    if (parts == 1) {
+      fwd.push_back(r);
+      continue;
+    }
+    MergeWork m;
+    m.b = r.b;
+    m.h = r.h;
+    m.qt = r.qt;
+    m.count = static_cast<std::int32_t>(parts);
+    m.first = out.num_parts;
+    merges.push_back(m);
+    for (std::int64_t i = 0; i < parts; ++i) {
+      RowWork part = r;
+      part.begin = r.begin + count * i / parts;
+      part.end = r.begin + count * (i + 1) / parts;
+      part.part = static_cast<std::int32_t>(out.num_parts++);
+      fwd.push_back(part);
+    }
+  }
+  std::stable_sort(fwd.begin(), fwd.end(), longest_first);
+  if (packed) full.clear();  // the dQ list is per head; a packed set serves the forward only
+
+  // dK/dV: one item per key tile of each (batch, KV head), costed by the query tiles it meets.
+  std::vector<std::pair<std::int64_t, ColWork>> cols;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    const std::int64_t k_tiles = (p.seqs[static_cast<std::size_t>(b)].skv + tile_k - 1) / tile_k;
+    for (std::int64_t kvh = 0; kvh < p.hkv; ++kvh) {
+      for (std::int64_t kt = 0; kt < k_tiles; ++kt) {
+        std::int64_t cost = 1;
+        for (std::int64_t h = kvh * p.group(); h < (kvh + 1) * p.group(); ++h) {
+          const ColumnSchedule& c = columns[static_cast<std::size_t>(set.slot_index(b, h))];
+          cost += c.col_offsets[static_cast<std::size_t>(kt + 1)] -
+                  c.col_offsets[static_cast<std::size_t>(kt)];
+        }
+        ColWork cw;
+        cw.b = static_cast<std::int32_t>(b);
+        cw.kvh = static_cast<std::int32_t>(kvh);
+        cw.kt = static_cast<std::int32_t>(kt);
+        cols.emplace_back(cost, cw);
+      }
+    }
+  }
+  std::stable_sort(cols.begin(), cols.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  out.cols.reserve(cols.size());
+  for (const auto& c : cols) out.cols.push_back(c.second);
+  return out;
+}
+
+bool use_gqa_packing(const Problem& p, const ScheduleSet& set, std::int64_t tile_q) {
+  const std::int64_t g = p.group();
+  if (g <= 1) return false;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    if (p.seqs[static_cast<std::size_t>(b)].sq * g > tile_q) return false;
+    for (std::int64_t h = 0; h < p.hq; ++h) {
+      if (set.slot_index(b, h) != set.slot_index(b, h - h % g)) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace longattn::detail::cuda

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CUDA backend's work lists (host code, checked here without a GPU): every query tile and
+// key tile is covered exactly once, split-KV parts partition a tile's key tiles in order, GQA
+// packing covers each KV group once, and the lists are longest-first.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "check/cases.hpp"
+#include "core/problem.hpp"
+#include "core/schedule.hpp"
+#include "cuda/work_lists.hpp"
+
+namespace {
+
+using namespace longattn;
+using detail::ScheduleSet;
+using detail::cuda::build_work_lists;
+using detail::cuda::WorkLists;
+
+struct Scheduled {
+  detail::Problem p;
+  std::shared_ptr<const ScheduleSet> set;
+  std::vector<detail::ColumnSchedule> columns;
+};
+
+Scheduled make(std::int64_t batch, std::int64_t hq, std::int64_t hkv, std::int64_t sq,
+               std::int64_t skv, const AttentionOptions& o, std::int64_t tile_q,
+               std::int64_t tile_k) {
+  const TensorView q = TensorView::contiguous(nullptr, DType::kBF16, {batch, sq, hq, 0});
+  const TensorView k = TensorView::contiguous(nullptr, DType::kBF16, {batch, skv, hkv, 0});
+  Scheduled s{detail::make_forward_problem(q, k, k, q, {}, o), nullptr, {}};
+  s.set = std::make_shared<ScheduleSet>(s.p, tile_q, tile_k);
+  for (const auto& slot : s.set->slots()) s.columns.push_back(detail::transpose_schedule(*slot));
+  return s;
+}
+
+/// Checks the invariants of `w` against the schedule set; `packed` as built.
+void expect_consistent(const Scheduled& s, const WorkLists& w, bool packed, std::int64_t tile_k) {
+  const auto& p = s.p;
+  // Forward: per (b, h, qt) the parts' entry ranges tile [row_offsets[qt], row_offsets[qt+1]).
+  std::map<std::tuple<int, int, int>, std::vector<std::pair<std::int64_t, std::int64_t>>> ranges;
+  std::vector<int> part_seen(static_cast<std::size_t>(w.num_parts), 0);
+  for (const auto& r : w.fwd) {
+    ranges[{r.b, r.h, r.qt}].emplace_back(r.begin, r.end);
+    if (r.part >= 0) {
+      ASSERT_LT(r.part, w.num_parts);
+      part_seen[static_cast<std::size_t>(r.part)] += 1;
+      EXPECT_GE(r.end - r.begin, 4) << "a split part keeps at least 4 key tiles";
+    }
+  }
+  for (int seen : part_seen) EXPECT_EQ(seen, 1) << "every part index is produced once";
+  std::int64_t expected_items = 0;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    for (std::int64_t h = 0; h < p.hq; h += packed ? p.group() : 1) {
+      const auto& t = s.set->get(b, h);
+      for (std::int64_t qt = 0; qt < t.q_tiles; ++qt) {
+        ++expected_items;
+        auto it = ranges.find({static_cast<int>(b), static_cast<int>(h), static_cast<int>(qt)});
+        ASSERT_NE(it, ranges.end()) << "query tile b=" << b << " h=" << h << " qt=" << qt;
+        auto v = it->second;
+        std::sort(v.begin(), v.end());
+        std::int64_t at = t.row_offsets[static_cast<std::size_t>(qt)];
+        for (const auto& [lo, hi] : v) {
+          EXPECT_EQ(lo, at);
+          at = hi;
+        }
+        EXPECT_EQ(at, t.row_offsets[static_cast<std::size_t>(qt + 1)]);
+      }
+    }
+  }
+  EXPECT_EQ(static_cast<std::int64_t>(ranges.size()), expected_items);
+  // Merges: contiguous parts of split tiles only.
+  std::int64_t merged = 0;
+  for (const auto& m : w.merges) {
+    EXPECT_GE(m.count, 2);
+    merged += m.count;
+    const auto key = std::make_tuple(m.b, m.h, m.qt);
+    EXPECT_EQ(ranges[key].size(), static_cast<std::size_t>(m.count));
+  }
+  EXPECT_EQ(merged, w.num_parts);
+  // dQ list: every (b, h, qt) once, unsplit (none when packed).
+  if (packed) {
+    EXPECT_TRUE(w.full.empty());
+  } else {
+    std::int64_t full = 0;
+    for (std::int64_t b = 0; b < p.batch; ++b) {
+      for (std::int64_t h = 0; h < p.hq; ++h) full += s.set->get(b, h).q_tiles;
+    }
+    EXPECT_EQ(static_cast<std::int64_t>(w.full.size()), full);
+    for (const auto& r : w.full) EXPECT_EQ(r.part, -1);
+  }
+  // dK/dV list: every (b, kvh, kt) once.
+  std::map<std::tuple<int, int, int>, int> cols;
+  for (const auto& c : w.cols) cols[{c.b, c.kvh, c.kt}] += 1;
+  std::int64_t expected_cols = 0;
+  for (std::int64_t b = 0; b < p.batch; ++b) {
+    expected_cols += p.hkv * ((p.seqs[static_cast<std::size_t>(b)].skv + tile_k - 1) / tile_k);
+  }
+  EXPECT_EQ(static_cast<std::int64_t>(cols.size()), expected_cols);
+  for (const auto& [key, n] : cols) EXPECT_EQ(n, 1);
+  // Longest first.
+  for (std::size_t i = 1; i < w.fwd.size(); ++i) {
+    EXPECT_GE(w.fwd[i - 1].end - w.fwd[i - 1].begin, w.fwd[i].end - w.fwd[i].begin);
+  }
+}
+
+TEST(CudaWork, CausalPrefillNeedsNoSplit) {
+  AttentionOptions o;
+  o.causal = true;
+  const Scheduled s = make(2, 8, 2, 1000, 1000, o, 64, 64);
+  const WorkLists w = build_work_lists(s.p, *s.set, s.columns, 16, 64, false);
+  EXPECT_EQ(w.num_parts, 0);
+  expect_consistent(s, w, false, 64);
+  // Causal: the first tile of the list is the longest (the last query tile).
+  EXPECT_EQ(w.fwd.front().end - w.fwd.front().begin, 16);
+}
+
+TEST(CudaWork, DecodeSplitsOverKeysAndPacksGroups) {
+  AttentionOptions o;
+  o.causal = true;
+  const Scheduled s = make(3, 32, 8, 1, 4096, o, 64, 64);
+  ASSERT_TRUE(detail::cuda::use_gqa_packing(s.p, *s.set, 64));
+  for (bool packed : {false, true}) {
+    const WorkLists w = build_work_lists(s.p, *s.set, s.columns, 264, 64, packed);
+    EXPECT_GT(w.num_parts, 0) << "few items on many SMs: split-KV";
+    expect_consistent(s, w, packed, 64);
+  }
+}
+
+TEST(CudaWork, MasksAndVarlenCoverEverything) {
+  for (Pattern pat : benchmark_patterns()) {
+    AttentionOptions o;
+    MaskSpec m = MaskSpec::of(check::scaled_pattern(pat, 700));
+    if (pattern_uses_documents(pat)) m.doc_lens = check::scaled_documents(700);
+    o.mask = &m;
+    const Scheduled s = make(1, 4, 1, 700, 700, o, 16, 32);
+    for (int slots : {8, 100000}) {
+      expect_consistent(s, build_work_lists(s.p, *s.set, s.columns, slots, 32, false), false, 32);
+    }
+  }
+}
+
+TEST(CudaWork, PackingNeedsOneMaskPerGroupAndShortQueries) {
+  AttentionOptions o;
+  o.causal = true;
+  const Scheduled tall = make(1, 8, 2, 17, 300, o, 64, 64);
+  EXPECT_FALSE(detail::cuda::use_gqa_packing(tall.p, *tall.set, 64))
+      << "4 heads x 17 queries exceed a 64-row tile";
+  const Scheduled mha = make(1, 8, 8, 1, 300, o, 64, 64);
+  EXPECT_FALSE(detail::cuda::use_gqa_packing(mha.p, *mha.set, 64)) << "no group to pack";
+  MaskSpec shards = MaskSpec::strided_shards(8, 4, 16);
+  o.mask = &shards;
+  const Scheduled het = make(1, 8, 2, 1, 300, o, 64, 64);
+  EXPECT_FALSE(detail::cuda::use_gqa_packing(het.p, *het.set, 64)) << "per-head masks differ";
+}
+
+}  // namespace
