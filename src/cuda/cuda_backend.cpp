@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -367,6 +368,41 @@ class CallWorkspace {
   cudaStream_t stream_;
 };
 
+/// Resident blocks per SM of a kernel on `device`, probed once (the probe sets function
+/// attributes and runs the occupancy calculator: too slow for every decode step).
+int cached_occupancy(const void* kernel, int device, int variant, int (*probe)(const void*),
+                     const void* arg) {
+  static std::mutex mutex;
+  static std::map<std::tuple<const void*, int, int>, int> cache;
+  const auto key = std::make_tuple(kernel, device, variant);
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+  }
+  const int blocks = probe(arg);
+  const std::lock_guard<std::mutex> lock(mutex);
+  cache[key] = blocks;
+  return blocks;
+}
+
+int mma_occupancy(const MmaKernel* k, int device) {
+  return cached_occupancy(
+      k, device, 0, [](const void* a) { return static_cast<const MmaKernel*>(a)->occupancy(); }, k);
+}
+
+/// The generic kernels' occupancy depends on (dtype, dim) only.
+int simt_occupancy(const AttnParams& a, int device, bool backward) {
+  static const int forward_tag = 0;
+  static const int backward_tag = 0;
+  return cached_occupancy(
+      backward ? &backward_tag : &forward_tag, device, static_cast<int>(a.elem) * 1024 + a.dim,
+      backward ? [](const void*
+                        x) { return simt_backward_occupancy(*static_cast<const AttnParams*>(x)); }
+               : [](const void*
+                        x) { return simt_forward_occupancy(*static_cast<const AttnParams*>(x)); },
+      &a);
+}
+
 bool aligned16(const Operand& op) {
   if (reinterpret_cast<std::uintptr_t>(op.data) % 16 != 0) return false;
   if (op.token_stride % 8 != 0 || op.head_stride % 8 != 0) return false;
@@ -409,7 +445,9 @@ std::string describe_kernels(const Problem& p) {
   const MmaKernel* mma =
       tensor_core_kernel(p, p.dout.present() ? MmaKind::kBackward : MmaKind::kForward);
   const int tile_k = p.dout.present() ? kMmaTileK : mma_tile_k(static_cast<int>(p.dim));
-  if (mma == nullptr || mma->occupancy() == 0) return "generic SIMT kernels, tile 16x32";
+  if (mma == nullptr || mma_occupancy(mma, p.device_index) == 0) {
+    return "generic SIMT kernels, tile 16x32";
+  }
   const bool packed =
       !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, kMmaTileQ, tile_k), kMmaTileQ);
   return "tensor cores (mma.sync), tile 64x" + std::to_string(tile_k) +
@@ -475,10 +513,10 @@ void forward(const Problem& p) {
   std::vector<BatchEntry> table;
   AttnParams a = base_params(p, table);
   const MmaKernel* mma = tensor_core_kernel(p, MmaKind::kForward);
-  int occupancy = mma != nullptr ? mma->occupancy() : 0;
+  int occupancy = mma != nullptr ? mma_occupancy(mma, p.device_index) : 0;
   if (occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
     mma = nullptr;
-    occupancy = simt_forward_occupancy(a);
+    occupancy = simt_occupancy(a, p.device_index, false);
   }
   if (occupancy == 0) {
     check(cudaGetLastError(), "forward kernel setup (D=" + std::to_string(p.dim) + ")");
@@ -552,10 +590,10 @@ void backward(const Problem& p) {
   a.dsink = p.dsink;
   a.dsink_stride = p.dsink_stride;
   const MmaKernel* mma = tensor_core_kernel(p, MmaKind::kBackward);
-  int occupancy = mma != nullptr ? mma->occupancy() : 0;
+  int occupancy = mma != nullptr ? mma_occupancy(mma, p.device_index) : 0;
   if (occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
     mma = nullptr;
-    occupancy = simt_backward_occupancy(a);
+    occupancy = simt_occupancy(a, p.device_index, true);
   }
   if (occupancy == 0) {
     check(cudaGetLastError(),
