@@ -38,7 +38,7 @@ def main():
 
     print("dense (bf16; anchors_gpu.py shapes)      TFLOP/s: longattn  sdpa-flash  sdpa-cudnn  vs flash")
     for r in ours:
-        if r.get("mask") not in ("full", "causal") or r.get("Hq") == 64:
+        if r.get("mask") not in ("full", "causal") or r.get("Hq") == 64 or r.get("Sq") == 1:
             continue
         causal = r["mask"] == "causal"
         kind = r["op"]
@@ -46,6 +46,19 @@ def main():
         cu = anchor(kind, "sdpa-cudnn", r["D"], r["Sq"], causal)
         shape = f"{kind} {r['mask']:<7} B={r['B']} H={r['Hq']} S={r['Sq']} D={r['D']}"
         print(f"  {shape:<42}{fmt(r['tflops'])}  {fmt(fl)}    {fmt(cu)}    {ratio(r['tflops'], fl)}")
+
+    print("\ndecode (1 query, 32 q / 8 kv heads, D=128)   K+V TB/s and us: longattn  sdpa-flash  sdpa-cudnn")
+    for r in ours:
+        if r.get("Sq") != 1:
+            continue
+        kv_bytes = 2 * r["B"] * r["Skv"] * r["Hkv"] * r["D"] * 2
+        tbps = kv_bytes / (r["ms"] * 1e-3) / 1e12
+        ref = {a["impl"]: a for a in anchors if a.get("kind") == "decode" and a.get("B") == r["B"]
+               and a.get("L") == r["Skv"] and "TBps" in a}
+        fl, cu = ref.get("sdpa-flash", {}), ref.get("sdpa-cudnn", {})
+        print(f"  B={r['B']:<3} KV={r['Skv']:<7} {tbps:6.2f} TB/s {r['ms'] * 1e3:8.1f} us   "
+              f"flash {fmt(fl.get('TBps'))} TB/s {fmt(fl.get('ms', 0) * 1e3)} us   "
+              f"cudnn {fmt(cu.get('TBps'))} TB/s")
 
     print("\nmasks (64 q / 8 kv heads, D=128, S=16384)  TFLOP/s over the unmasked area")
     print(f"  {'mask':<24} {'fwd':>8} {'flex':>8} {'ratio':>7}   {'bwd':>8} {'flex':>8} {'ratio':>7}")

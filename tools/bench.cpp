@@ -285,6 +285,19 @@ std::vector<Config> suite(const std::string& name) {
       c.backward = true;
       out.push_back(c);
     }
+    // Decode (one query, 32 query / 8 KV heads, D = 128) as in anchors_gpu.py's decode rows.
+    for (const auto& [b, len] : {std::pair<std::int64_t, std::int64_t>{1, 4096}, {16, 32768},
+                                 {1, 131072}, {64, 4096}}) {
+      Config c;
+      c.dtype = DType::kBF16;
+      c.mask = "full";
+      c.batch = b;
+      c.hq = 32;
+      c.hkv = 8;
+      c.sq = 1;
+      c.skv = len;
+      out.push_back(c);
+    }
     for (Pattern pat : benchmark_patterns()) {
       for (bool bwd : {false, true}) {
         Config c;
