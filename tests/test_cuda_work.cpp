@@ -131,6 +131,27 @@ TEST(CudaWork, DecodeSplitsOverKeysAndPacksGroups) {
   }
 }
 
+TEST(CudaWork, PackedVarlenWithUnevenQueries) {
+  // Varlen: entries with 3, 0, 1 and 2 queries, 4 query heads per KV head.
+  std::vector<std::int32_t> cu_q{0, 3, 3, 4, 6};
+  std::vector<std::int32_t> cu_k{0, 900, 940, 2440, 2447};
+  AttentionOptions o;
+  o.causal = true;
+  o.cu_seqlens_q = TensorView::contiguous(cu_q.data(), DType::kI32, {5});
+  o.cu_seqlens_k = TensorView::contiguous(cu_k.data(), DType::kI32, {5});
+  const TensorView q = TensorView::contiguous(nullptr, DType::kBF16, {6, 8, 0});
+  const TensorView k = TensorView::contiguous(nullptr, DType::kBF16, {2447, 2, 0});
+  Scheduled s{detail::make_forward_problem(q, k, k, q, {}, o), nullptr, {}};
+  s.set = std::make_shared<ScheduleSet>(s.p, 64, 64);
+  for (const auto& slot : s.set->slots()) s.columns.push_back(detail::transpose_schedule(*slot));
+  ASSERT_TRUE(detail::cuda::use_gqa_packing(s.p, *s.set, 64));
+  for (bool packed : {false, true}) {
+    const WorkLists w = build_work_lists(s.p, *s.set, s.columns, 264, 64, packed);
+    expect_consistent(s, w, packed, 64);
+    for (const auto& r : w.fwd) EXPECT_EQ(r.qt, 0) << "one query tile per entry";
+  }
+}
+
 TEST(CudaWork, MasksAndVarlenCoverEverything) {
   for (Pattern pat : benchmark_patterns()) {
     AttentionOptions o;

@@ -286,8 +286,8 @@ std::vector<Config> suite(const std::string& name) {
       out.push_back(c);
     }
     // Decode (one query, 32 query / 8 KV heads, D = 128) as in anchors_gpu.py's decode rows.
-    for (const auto& [b, len] : {std::pair<std::int64_t, std::int64_t>{1, 4096}, {16, 32768},
-                                 {1, 131072}, {64, 4096}}) {
+    for (const auto& [b, len] :
+         {std::pair<std::int64_t, std::int64_t>{1, 4096}, {16, 32768}, {1, 131072}, {64, 4096}}) {
       Config c;
       c.dtype = DType::kBF16;
       c.mask = "full";

@@ -848,6 +848,12 @@ std::vector<Case> default_cases(bool quick) {
     v.dtype = DType::kBF16;
     v.seqlens_k = {1300, 1, 50, 0};
     add(v);
+    v.variant = "decode+varlen+bf16+sq";  // packed rows of entries with sq 3, 0, 1, 2
+    v.seqlens_q = {3, 0, 1, 2};
+    v.seqlens_k = {900, 40, 1500, 7};
+    v.sink_logits = true;
+    add(v);
+    v.sink_logits = false;
     v.dtype = DType::kF32;
     Case nf = v;
     nf.variant = "decode+nan/inf";

@@ -276,7 +276,8 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
 }
 
 /// The device work of `p`, from an LRU cache keyed by (device, schedule set, KV heads, GPU
-/// slots); the schedule set itself comes from the host cache, so repeated calls upload nothing.
+/// slots, GQA packing); the schedule set itself comes from the host cache, so repeated calls upload
+/// nothing.
 std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gpu, int tile_q,
                                               int tile_k, bool packed = false) {
   constexpr std::size_t kCapacity = 16;
@@ -369,33 +370,39 @@ class CallWorkspace {
 };
 
 /// Resident blocks per SM of a kernel on `device`, probed once (the probe sets function
-/// attributes and runs the occupancy calculator: too slow for every decode step).
-int cached_occupancy(const void* kernel, int device, int variant, int (*probe)(const void*),
+/// attributes and runs the occupancy calculator: too slow for every decode step). The probe
+/// runs with `device` current; only successful probes (> 0) are kept, so a passing failure is
+/// retried rather than pinning the GPU to a fallback.
+int cached_occupancy(std::uintptr_t kernel, int device, int variant, int (*probe)(const void*),
                      const void* arg) {
   static std::mutex mutex;
-  static std::map<std::tuple<const void*, int, int>, int> cache;
+  static std::map<std::tuple<std::uintptr_t, int, int>, int> cache;
   const auto key = std::make_tuple(kernel, device, variant);
   {
     const std::lock_guard<std::mutex> lock(mutex);
     if (auto it = cache.find(key); it != cache.end()) return it->second;
   }
+  const DeviceScope scope(device);
   const int blocks = probe(arg);
-  const std::lock_guard<std::mutex> lock(mutex);
-  cache[key] = blocks;
+  if (blocks > 0) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    cache[key] = blocks;
+  }
   return blocks;
 }
 
 int mma_occupancy(const MmaKernel* k, int device) {
   return cached_occupancy(
-      k, device, 0, [](const void* a) { return static_cast<const MmaKernel*>(a)->occupancy(); }, k);
+      reinterpret_cast<std::uintptr_t>(k), device, 0,
+      [](const void* a) { return static_cast<const MmaKernel*>(a)->occupancy(); }, k);
 }
 
-/// The generic kernels' occupancy depends on (dtype, dim) only.
+/// The generic kernels' occupancy depends on (pass, dtype, dim) only: kernel key 0 (no registry
+/// entry has address 0), variant = pass * 4096 + elem * 1024 + dim.
 int simt_occupancy(const AttnParams& a, int device, bool backward) {
-  static const int forward_tag = 0;
-  static const int backward_tag = 0;
+  const int variant = (backward ? 4096 : 0) + static_cast<int>(a.elem) * 1024 + a.dim;
   return cached_occupancy(
-      backward ? &backward_tag : &forward_tag, device, static_cast<int>(a.elem) * 1024 + a.dim,
+      0, device, variant,
       backward ? [](const void*
                         x) { return simt_backward_occupancy(*static_cast<const AttnParams*>(x)); }
                : [](const void*

@@ -35,6 +35,7 @@ WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
 /// GQA packing for the tensor-core forward: when every batch entry's queries of a whole KV
 /// group fit one query tile (tile_q rows) and the group's heads share one mask, K/V are read once
 /// per group.
+/// A packed set has one query tile per slot (q tile 0), which the kernels rely on.
 bool use_gqa_packing(const Problem& p, const ScheduleSet& set, std::int64_t tile_q);
 
 }  // namespace longattn::detail::cuda
