@@ -109,6 +109,30 @@ inline bool fits_shared_memory(std::size_t bytes) {
   return bytes + kStaticSmemBytes <= static_cast<std::size_t>(limit);
 }
 
+/// The recomputed probability and the scaled score gradient of one (query, key) element of the
+/// backward (0 and 0 when not visible): softmax P = exp2(x log2e - lse2), dS = P (dP - D_i);
+/// sigmoid P = sigmoid(x + bias), dS = dP P (1 - P); times the softcap chain factor and scale.
+__device__ __forceinline__ void pair_gradient(const AttnParams& p, float dot, float dp, float lse2,
+                                              float rowdot, bool visible, float& prob,
+                                              float& dscore) {
+  const float x = capped_logit(p, dot);
+  float pr;
+  float ds;
+  if (p.softmax) {
+    pr = exp2f(x * kLog2eF - lse2);
+    ds = pr * (dp - rowdot);
+  } else {
+    pr = 1.0F / (1.0F + expf(-(x + p.sigmoid_bias)));
+    ds = dp * pr * (1.0F - pr);
+  }
+  if (p.softcap > 0.0F) {
+    const float t = x / p.softcap;
+    ds *= 1.0F - t * t;
+  }
+  prob = visible ? pr : 0.0F;
+  dscore = visible ? ds * p.scale : 0.0F;
+}
+
 /// Persistent-block work loop: every block takes the next item from a global counter until
 /// the list runs out. Items are sorted longest-first on the host, so this is LPT scheduling.
 /// `body(item)` may use __syncthreads(); the loop syncs before the shared slot is reused.

@@ -280,31 +280,6 @@ __global__ void __launch_bounds__(kSimtThreads) sink_grad_kernel(const AttnParam
   if (threadIdx.x == 0) p.dsink[h * p.dsink_stride] = static_cast<float>(partial[0]);
 }
 
-/// The recomputed probability and the scaled score gradient of one (query, key) pair.
-struct PairGrad {
-  float prob;
-  float dscore;
-};
-__device__ __forceinline__ PairGrad pair_grad(const AttnParams& p, float dot, float dp, float lse2,
-                                              float rowdot, bool visible) {
-  if (!visible) return {0.0F, 0.0F};
-  const float x = capped_logit(p, dot);
-  float prob;
-  float ds;
-  if (p.softmax) {
-    prob = exp2f(x * kLog2eF - lse2);
-    ds = prob * (dp - rowdot);
-  } else {
-    prob = 1.0F / (1.0F + expf(-(x + p.sigmoid_bias)));
-    ds = dp * prob * (1.0F - prob);
-  }
-  if (p.softcap > 0.0F) {
-    const float t = x / p.softcap;
-    ds *= 1.0F - t * t;
-  }
-  return {prob, ds * p.scale};
-}
-
 /// dK, dV of one 32-key tile of one (batch entry, KV head), summed over the group's query heads
 /// and the query tiles that see it (column schedule). Lane j owns key j for scores; for the
 /// accumulators warp w owns keys 8w..8w+7 and lane owns dims lane + 32c.
@@ -371,9 +346,8 @@ __global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) 
             dp = fmaf(dos[row * dim + d], vs[lane * pitch + d], dp);
           }
           const bool visible = ((word >> row) & 1U) != 0 && row < qn;
-          const PairGrad g = pair_grad(p, dot, dp, rlse[row], rdot[row], visible);
-          ps[row * TK + lane] = g.prob;
-          dss[row * TK + lane] = g.dscore;
+          pair_gradient(p, dot, dp, rlse[row], rdot[row], visible, ps[row * TK + lane],
+                        dss[row * TK + lane]);
         }
         __syncthreads();
 #pragma unroll
@@ -469,7 +443,9 @@ __global__ void __launch_bounds__(kSimtThreads) dq_kernel(const AttnParams p) {
           dp = fmaf(dos[row * dim + d], vs[lane * pitch + d], dp);
         }
         const bool visible = ((word >> row) & 1U) != 0 && row < qn;
-        const float ds = pair_grad(p, dot, dp, lse2[r], rowdot[r], visible).dscore;
+        float prob;
+        float ds;
+        pair_gradient(p, dot, dp, lse2[r], rowdot[r], visible, prob, ds);
         for (int j = 0; j < jn; ++j) {
           const float dsj = __shfl_sync(kFull, ds, j);
           if (dsj == 0.0F) continue;

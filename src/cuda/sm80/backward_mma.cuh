@@ -37,28 +37,6 @@ struct BackwardMmaTraits {
   static_assert(kBlockM == 64 && kBlockN == 64 && D % 16 == 0 && D <= 128, "tile shapes");
 };
 
-/// The probability and the scaled score gradient of one (query, key) element.
-__device__ __forceinline__ void mma_pair_grad(const AttnParams& p, float dot, float dp, float lse2,
-                                              float rowdot, bool visible, float& prob,
-                                              float& dscore) {
-  const float x = capped_logit(p, dot);
-  float pr;
-  float ds;
-  if (p.softmax) {
-    pr = exp2f(x * kLog2eF - lse2);
-    ds = pr * (dp - rowdot);
-  } else {
-    pr = 1.0F / (1.0F + expf(-(x + p.sigmoid_bias)));
-    ds = dp * pr * (1.0F - pr);
-  }
-  if (p.softcap > 0.0F) {
-    const float t = x / p.softcap;
-    ds *= 1.0F - t * t;
-  }
-  prob = visible ? pr : 0.0F;
-  dscore = visible ? ds * p.scale : 0.0F;
-}
-
 template <class T, int D>
 __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
     dkdv_mma_kernel(const AttnParams p) {
@@ -177,7 +155,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
             const int key = key0 + (e >> 1) * 8;
             const int q = nb * 8 + tq * 2 + (e & 1);
             const bool visible = key < jn && q < qn && ((words[e >> 1] >> q) & 1U) != 0;
-            mma_pair_grad(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
+            pair_gradient(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
                           dpt[nb][e]);
           }
         }
@@ -341,7 +319,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
           bool visible = key < jn && row < qn;
           if (visible && tile_bits != nullptr) visible = ((tile_bits[key] >> row) & 1U) != 0;
           float prob;
-          mma_pair_grad(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1], visible, prob,
+          pair_gradient(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1], visible, prob,
                         dp[nb][e]);
         }
       }
