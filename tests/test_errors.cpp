@@ -266,6 +266,19 @@ TEST(Errors, GpuTensorsWithoutAUsableGpu) {
       EXPECT_NE(what.find("LONGATTN_CUDA"), std::string::npos) << what;
     }
   }
+  // Tensors on two different GPUs: named before any GPU is touched.
+  Fixture mixed;
+  for (TensorView* t : {&mixed.qv, &mixed.kv, &mixed.vv, &mixed.ov, &mixed.lv}) {
+    t->device = Device::kCUDA;
+  }
+  mixed.kv.device_index = 1;
+  try {
+    mixed.run();
+    ADD_FAILURE() << "no error for k on another GPU";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.argument(), "k") << e.what();
+    EXPECT_NE(std::string(e.what()).find("GPU 0 like q, got GPU 1"), std::string::npos) << e.what();
+  }
   // Asking for the CUDA backend with host tensors names the option.
   Fixture g;
   g.opt.backend = Backend::kCUDA;
