@@ -278,12 +278,15 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
 /// The device work of `p`, from an LRU cache keyed by (device, schedule set, KV heads, GPU
 /// slots, GQA packing); the schedule set itself comes from the host cache, so repeated calls upload
 /// nothing.
+/// `allow_packing`: the caller's kernel can pack GQA groups; whether they are packed is decided
+/// here from the schedule set (use_gqa_packing) and reported in DeviceWork::packed.
 std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gpu, int tile_q,
-                                              int tile_k, bool packed = false) {
+                                              int tile_k, bool allow_packing = false) {
   constexpr std::size_t kCapacity = 16;
   static std::mutex mutex;
   static std::list<std::shared_ptr<const DeviceWork>> lru;
   auto set = cached_schedules(p, tile_q, tile_k);
+  const bool packed = allow_packing && use_gqa_packing(p, *set, tile_q);
   const std::lock_guard<std::mutex> lock(mutex);
   for (auto it = lru.begin(); it != lru.end(); ++it) {
     const DeviceWork& w = **it;
@@ -533,9 +536,8 @@ void forward(const Problem& p) {
   const int tile_q = mma != nullptr ? kMmaTileQ : kSimtTileQ;
   const int tile_k = mma != nullptr ? mma_tile_k(static_cast<int>(p.dim)) : kSimtTileK;
   const int slots = props(p.device_index).sms * occupancy;
-  const bool packed =
-      mma != nullptr && use_gqa_packing(p, *cached_schedules(p, tile_q, tile_k), tile_q);
-  const auto work = device_work(p, slots, tile_q, tile_k, packed);
+  // GQA packing (tensor-core forward only) is decided with the schedule, in device_work.
+  const auto work = device_work(p, slots, tile_q, tile_k, mma != nullptr);
   if (work->num_fwd_work == 0) return;  // nothing to compute (empty sequences)
 
   Packer pk;
@@ -556,7 +558,7 @@ void forward(const Problem& p) {
   a.part_acc = at<float>(ws.get(), o_acc);
   a.part_ml = at<float>(ws.get(), o_ml);
   a.sched = work->sched;
-  a.pack_gqa = packed;
+  a.pack_gqa = work->packed;
   a.row_work = work->fwd_work;
   a.num_row_work = work->num_fwd_work;
   a.merge_work = work->merge_work;

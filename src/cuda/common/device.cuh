@@ -78,6 +78,17 @@ __device__ __forceinline__ float capped_logit(const AttnParams& p, float dot) {
   return p.softcap > 0.0F ? p.softcap * tanhf(x / p.softcap) : x;
 }
 
+/// The schedule of (batch entry b, head h): its slot and the slot's first entry in the
+/// concatenated key_tile / row_bits / q_tile / col_bits arrays.
+struct SlotRef {
+  SlotEntry entry;
+  std::int64_t base;
+};
+__device__ __forceinline__ SlotRef schedule_of(const AttnParams& p, int b, int h) {
+  const int slot = p.sched.slot_of[b * p.hq + h];
+  return {p.sched.slots[slot], p.sched.entry_base[slot]};
+}
+
 /// The (head, query) of row `row` of query tile `qt` (tile height tq) of a work item for head h;
 /// with GQA packing the rows are the group's heads' queries, head-major.
 struct TileRow {

@@ -74,9 +74,9 @@ __global__ void __launch_bounds__(kSimtThreads) forward_kernel(const AttnParams 
     const int kvh = w.h / p.group;
     const int q0 = w.qt * TQ;
     const int qn = min(TQ, be.sq - q0);
-    const int slot = p.sched.slot_of[w.b * p.hq + w.h];
-    const SlotEntry se = p.sched.slots[slot];
-    const std::int64_t ebase = p.sched.entry_base[slot];
+    const SlotRef sr = schedule_of(p, w.b, w.h);
+    const SlotEntry& se = sr.entry;
+    const std::int64_t ebase = sr.base;
     load_rows<T>(qs, dim, TQ, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn, dim);
 
     float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][CHUNKS];
@@ -315,9 +315,9 @@ __global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) 
     }
 
     for (int h = w.kvh * p.group; h < (w.kvh + 1) * p.group; ++h) {
-      const int slot = p.sched.slot_of[w.b * p.hq + h];
-      const SlotEntry se = p.sched.slots[slot];
-      const std::int64_t ebase = p.sched.entry_base[slot];
+      const SlotRef sr = schedule_of(p, w.b, h);
+      const SlotEntry& se = sr.entry;
+      const std::int64_t ebase = sr.base;
       const std::int64_t c0 = p.sched.col_offsets[se.col_offsets + w.kt];
       const std::int64_t c1 = p.sched.col_offsets[se.col_offsets + w.kt + 1];
       const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq;
@@ -408,9 +408,9 @@ __global__ void __launch_bounds__(kSimtThreads) dq_kernel(const AttnParams p) {
     const int kvh = w.h / p.group;
     const int q0 = w.qt * TQ;
     const int qn = min(TQ, be.sq - q0);
-    const int slot = p.sched.slot_of[w.b * p.hq + w.h];
-    const SlotEntry se = p.sched.slots[slot];
-    const std::int64_t ebase = p.sched.entry_base[slot];
+    const SlotRef sr = schedule_of(p, w.b, w.h);
+    const SlotEntry& se = sr.entry;
+    const std::int64_t ebase = sr.base;
     const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(w.h) * be.sq;
     load_rows<T>(qs, dim, TQ, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn, dim);
     load_rows<T>(dos, dim, TQ, p.dout, be.dout + w.h * p.do_hs, p.do_ts, q0, qn, dim);

@@ -75,9 +75,9 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
     const int key0 = warp * 16 + group;  // key rows key0 and key0 + 8 of the tile
 
     for (int h = w.kvh * p.group; h < (w.kvh + 1) * p.group; ++h) {
-      const int slot = p.sched.slot_of[w.b * p.hq + h];
-      const SlotEntry se = p.sched.slots[slot];
-      const std::int64_t ebase = p.sched.entry_base[slot];
+      const SlotRef sr = schedule_of(p, w.b, h);
+      const SlotEntry& se = sr.entry;
+      const std::int64_t ebase = sr.base;
       const std::int64_t c0 = p.sched.col_offsets[se.col_offsets + w.kt];
       const std::int64_t c1 = p.sched.col_offsets[se.col_offsets + w.kt + 1];
       const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq;
@@ -233,9 +233,9 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
     const int kvh = w.h / p.group;
     const int q0 = w.qt * BM;
     const int qn = min(BM, be.sq - q0);
-    const int slot = p.sched.slot_of[w.b * p.hq + w.h];
-    const SlotEntry se = p.sched.slots[slot];
-    const std::int64_t ebase = p.sched.entry_base[slot];
+    const SlotRef sr = schedule_of(p, w.b, w.h);
+    const SlotEntry& se = sr.entry;
+    const std::int64_t ebase = sr.base;
     const int entries = static_cast<int>(w.end - w.begin);
     const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(w.h) * be.sq;
     auto issue_kv = [&](int i, int buf) {

@@ -98,9 +98,9 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
     const int kvh = w.h / p.group;
     const int q0 = w.qt * BM;
     const int qn = tile_rows(p, w.qt, BM, be.sq);
-    const int slot = p.sched.slot_of[w.b * p.hq + w.h];
-    const SlotEntry se = p.sched.slots[slot];
-    const std::int64_t ebase = p.sched.entry_base[slot];
+    const SlotRef sr = schedule_of(p, w.b, w.h);
+    const SlotEntry& se = sr.entry;
+    const std::int64_t ebase = sr.base;
     const int entries = static_cast<int>(w.end - w.begin);
     const std::int64_t kbase = be.k + kvh * p.k_hs;
     const std::int64_t vbase = be.v + kvh * p.v_hs;
