@@ -12,7 +12,30 @@
 #include "cuda/kernels.hpp"
 #include "cuda/params.hpp"
 
+#ifdef LONGATTN_CUDA_EMULATOR
+#include "cuda/emu/emu_device.hpp"  // the CUDA built-ins for a host compiler
+/// The block's dynamic shared memory as `type* name`.
+#define LONGATTN_DYNAMIC_SHARED(type, name) \
+  type* name = reinterpret_cast<type*>(::longattn::emu::dynamic_shared_memory())
+#else
+/// The block's dynamic shared memory as `type name[]`.
+#define LONGATTN_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+#endif
+
 namespace longattn::detail::cuda {
+
+/// kernel<<<grid, block, smem, stream>>>(p); the launch status is read with cudaGetLastError()
+/// as after any launch (the emulator runs the kernel here and records its status there).
+template <class Kernel>
+inline void launch_kernel(Kernel kernel, dim3 grid, dim3 block, std::size_t smem,
+                          cudaStream_t stream, const AttnParams& p) {
+#ifdef LONGATTN_CUDA_EMULATOR
+  (void)::longattn::emu::launch(kernel, grid, block, smem, p);
+  (void)stream;
+#else
+  kernel<<<grid, block, smem, stream> > >(p);
+#endif
+}
 
 inline constexpr float kLog2eF = 1.4426950408889634F;
 inline constexpr float kLn2F = 0.6931471805599453F;

@@ -13,15 +13,22 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstring>
 
+#ifdef LONGATTN_CUDA_EMULATOR
+#include "cuda/emu/ptx_emu.hpp"  // the same wrappers, emulated on the CPU
+#else
 namespace longattn::detail::cuda {
 
-__device__ __forceinline__ std::uint32_t smem_addr(const void* p) {
+/// A shared-memory address as the PTX wrappers take it (32-bit shared window).
+using SmemAddr = std::uint32_t;
+
+__device__ __forceinline__ SmemAddr smem_addr(const void* p) {
   return static_cast<std::uint32_t>(__cvta_generic_to_shared(p));
 }
 
 /// 16-byte asynchronous global->shared copy; `valid` false zero-fills the destination.
-__device__ __forceinline__ void cp_async_16(std::uint32_t dst, const void* src, bool valid) {
+__device__ __forceinline__ void cp_async_16(SmemAddr dst, const void* src, bool valid) {
   const int bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
                : "memory");
@@ -35,13 +42,13 @@ __device__ __forceinline__ void cp_async_wait() {
 }
 
 /// Four 8x8 b16 matrices; lane i gives the row address of matrix i / 8, row i % 8.
-__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], std::uint32_t addr) {
+__device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], SmemAddr addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
 }
 /// As ldmatrix_x4, each matrix transposed (lane gets rows 2t..2t+1 of column group).
-__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::uint32_t addr) {
+__device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], SmemAddr addr) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
@@ -70,18 +77,27 @@ __device__ __forceinline__ void mma_16816<__half>(float (&d)[4], const std::uint
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+}  // namespace longattn::detail::cuda
+#endif  // LONGATTN_CUDA_EMULATOR
+
+namespace longattn::detail::cuda {
+
 /// Two floats rounded to a packed pair (lo in the low half).
 template <class T>
 __device__ __forceinline__ std::uint32_t pack_pair(float lo, float hi);
 template <>
 __device__ __forceinline__ std::uint32_t pack_pair<__nv_bfloat16>(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&v);
+  std::uint32_t bits;
+  memcpy(&bits, &v, sizeof bits);  // no type punning (a register move once compiled)
+  return bits;
 }
 template <>
 __device__ __forceinline__ std::uint32_t pack_pair<__half>(float lo, float hi) {
   const __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&v);
+  std::uint32_t bits;
+  memcpy(&bits, &v, sizeof bits);
+  return bits;
 }
 
 /// True when a bf16/fp16 bit pattern is Inf or NaN (exponent all ones).

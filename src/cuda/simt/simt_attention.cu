@@ -57,7 +57,7 @@ __device__ __forceinline__ std::uint64_t mask_word(const AttnParams& p, const Sl
 
 template <class T, int CHUNKS>
 __global__ void __launch_bounds__(kSimtThreads) forward_kernel(const AttnParams p) {
-  extern __shared__ float smem[];
+  LONGATTN_DYNAMIC_SHARED(float, smem);
   const int dim = p.dim;
   const int kpitch = dim + 1;
   float* qs = smem;              // [TQ][dim]
@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kSimtThreads) sink_grad_kernel(const AttnParam
 /// accumulators warp w owns keys 8w..8w+7 and lane owns dims lane + 32c.
 template <class T, int CHUNKS>
 __global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) {
-  extern __shared__ float smem[];
+  LONGATTN_DYNAMIC_SHARED(float, smem);
   const int dim = p.dim;
   const int pitch = dim + 1;
   float* ks = smem;             // [TK][dim + 1]
@@ -392,7 +392,7 @@ __global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) 
 /// dQ of one 16-row query tile over its row schedule (recomputing P and dS).
 template <class T, int CHUNKS>
 __global__ void __launch_bounds__(kSimtThreads) dq_kernel(const AttnParams p) {
-  extern __shared__ float smem[];
+  LONGATTN_DYNAMIC_SHARED(float, smem);
   const int dim = p.dim;
   const int pitch = dim + 1;
   float* qs = smem;             // [TQ][dim]
@@ -507,7 +507,7 @@ struct ForwardLaunch {
   static cudaError_t run(const AttnParams& p, int grid, cudaStream_t stream) {
     const std::size_t smem = simt_forward_smem(p.dim);
     if (cudaError_t e = prepare(forward_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
-    forward_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
+    launch_kernel(forward_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
     return launch_merge(p, stream);
   }
@@ -517,9 +517,10 @@ template <class T, int CHUNKS>
 struct PrologueLaunch {
   static cudaError_t run(const AttnParams& p, cudaStream_t stream) {
     if (p.num_batch > 0 && p.hq > 0) {
-      row_constants_kernel<T><<<dim3(p.num_batch, p.hq), kSimtThreads, 0, stream>>>(p);
+      launch_kernel(row_constants_kernel<T>, dim3(p.num_batch, p.hq), kSimtThreads, 0, stream, p);
     }
-    if (p.dsink != nullptr && p.hq > 0) sink_grad_kernel<<<p.hq, kSimtThreads, 0, stream>>>(p);
+    if (p.dsink != nullptr && p.hq > 0)
+      launch_kernel(sink_grad_kernel, p.hq, kSimtThreads, 0, stream, p);
     return cudaGetLastError();
   }
 };
@@ -528,7 +529,8 @@ template <class T, int CHUNKS>
 struct MergeLaunch {
   static cudaError_t run(const AttnParams& p, cudaStream_t stream) {
     if (p.num_merge_work == 0) return cudaSuccess;
-    merge_kernel<T, CHUNKS><<<min(p.num_merge_work, 65535), kSimtThreads, 0, stream>>>(p);
+    launch_kernel(merge_kernel<T, CHUNKS>, min(p.num_merge_work, 65535), kSimtThreads, 0, stream,
+                  p);
     return cudaGetLastError();
   }
 };
@@ -560,8 +562,8 @@ struct BackwardLaunch {
     if (cudaError_t e = prepare(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
     if (cudaError_t e = prepare(dq_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
     if (cudaError_t e = launch_backward_prologue(p, stream); e != cudaSuccess) return e;
-    dkdv_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
-    dq_kernel<T, CHUNKS><<<grid, kSimtThreads, smem, stream>>>(p);
+    launch_kernel(dkdv_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);
+    launch_kernel(dq_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);
     return cudaGetLastError();
   }
 };
@@ -587,12 +589,16 @@ std::size_t simt_backward_smem(int dim) {
 
 int simt_forward_occupancy(const AttnParams& p) {
   int blocks = 0;
-  return occupancy_or_zero(dispatch<ForwardOccupancy>(p, &blocks), blocks);
+  // Two statements: the status must be known before `blocks` is read.
+  const cudaError_t status = dispatch<ForwardOccupancy>(p, &blocks);
+  return occupancy_or_zero(status, blocks);
 }
 
 int simt_backward_occupancy(const AttnParams& p) {
   int blocks = 0;
-  return occupancy_or_zero(dispatch<BackwardOccupancy>(p, &blocks), blocks);
+  // Two statements: the status must be known before `blocks` is read.
+  const cudaError_t status = dispatch<BackwardOccupancy>(p, &blocks);
+  return occupancy_or_zero(status, blocks);
 }
 
 cudaError_t launch_simt_forward(const AttnParams& p, int grid, cudaStream_t stream) {

@@ -46,7 +46,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
   constexpr int P = Tr::kPitch;
   constexpr int NB = BM / 8;  // n8 blocks over queries
   constexpr int DB = D / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   T* ks = reinterpret_cast<T*>(smem_raw);                   // [BN][P]
   T* vs = ks + BN * P;                                      // [BN][P]
   T* qs = vs + BN * P;                                      // [2][BM][P]
@@ -217,7 +217,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
   constexpr int P = Tr::kPitch;
   constexpr int NB = BN / 8;
   constexpr int DB = D / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   T* qs = reinterpret_cast<T*>(smem_raw);  // [BM][P]
   T* dos = qs + BM * P;                    // [BM][P]
   T* ks = dos + BM * P;                    // [2][BN][P]
@@ -397,8 +397,8 @@ cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stre
       e != cudaSuccess) {
     return e;
   }
-  dkdv_mma_kernel<T, D><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
-  dq_mma_kernel<T, D><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  launch_kernel(dkdv_mma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+  launch_kernel(dq_mma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
   return cudaGetLastError();
 }
 

@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
   constexpr int P = Tr::kPitch;
   constexpr int NB = BN / 8;  // n8 blocks of S
   constexpr int DB = D / 8;   // n8 blocks of O
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   T* qs = reinterpret_cast<T*>(smem_raw);  // [BM][P]
   T* ks = qs + BM * P;                     // [2][BN][P]
   T* vs = ks + 2 * BN * P;                 // [2][BN][P]
@@ -342,7 +342,7 @@ cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t strea
       e != cudaSuccess) {
     return e;
   }
-  forward_mma_kernel<T, D><<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+  launch_kernel(forward_mma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   return launch_merge(p, stream);
 }

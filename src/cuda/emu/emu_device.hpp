@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CUDA emulator's device side: what the kernels of src/cuda need from nvcc, provided for a
+// host C++ compiler, so that the very same kernel sources run on the CPU (LONGATTN_CUDA_EMULATOR,
+// a test build; see docs/ARCHITECTURE.md § Testing the CUDA kernels without a GPU).
+//
+// Every CUDA thread of a block is a fiber; the blocks of a grid run one after another, so a
+// `static` local is exactly a __shared__ variable. Fibers switch only at __syncthreads() and at
+// warp collectives (shuffles, ldmatrix, mma), which the emulator implements from the PTX ISA's
+// fragment layouts. It reports, and fails the launch on, a warp whose lanes reach different
+// collectives, a barrier that can never complete, and (by its deferred cp.async) a read of
+// shared memory before the cp.async group that fills it was waited for.
+#pragma once
+
+#ifndef LONGATTN_CUDA_EMULATOR
+#error "emu_device.hpp is the CUDA emulator; it is only compiled with LONGATTN_CUDA_EMULATOR"
+#endif
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/params.hpp"
+
+namespace longattn::emu {
+
+/// The running fiber's CUDA indices.
+const uint3& thread_index();
+const uint3& block_index();
+const dim3& block_dim();
+const dim3& grid_dim();
+
+/// Block barrier (__syncthreads) and its OR-reduction (__syncthreads_or).
+void sync_block();
+int sync_block_or(int predicate);
+
+/// Warp collective: lane i contributes `bytes` at `mine`; when all 32 lanes of the warp have
+/// arrived at the same collective `what`, each receives the 32 contributions in lane order in
+/// `all` (32 * bytes). A warp whose lanes arrive at different collectives fails the launch.
+void warp_gather(const void* mine, std::size_t bytes, void* all, const char* what);
+
+/// The running thread's lane (threadIdx.x % 32 for the 1-D blocks of longattn).
+int lane();
+
+/// The dynamic shared memory of the running block (poisoned with 0xff bytes at each launch).
+unsigned char* dynamic_shared_memory();
+
+/// cp.async emulation: copies are queued per thread and land only at a wait that covers them.
+void cp_async_queue(std::uintptr_t dst, const void* src, bool valid);
+void cp_async_commit_group();
+void cp_async_wait_groups(int keep_pending);
+
+/// Runs a kernel of signature void(AttnParams) over the grid (blocks in order, the threads of
+/// a block as fibers). Returns cudaErrorLaunchFailure (after a diagnostic on stderr) when the
+/// emulator detects a fault.
+using Kernel = void (*)(longattn::detail::cuda::AttnParams);
+cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_smem,
+                   const longattn::detail::cuda::AttnParams& params);
+
+}  // namespace longattn::emu
+
+// ---- CUDA built-ins for host C++ ----
+#undef __shared__
+#define __shared__ static
+#define __launch_bounds__(...)
+#define threadIdx (::longattn::emu::thread_index())
+#define blockIdx (::longattn::emu::block_index())
+#define blockDim (::longattn::emu::block_dim())
+#define gridDim (::longattn::emu::grid_dim())
+#define __syncthreads() ::longattn::emu::sync_block()
+#define __syncthreads_or(predicate) ::longattn::emu::sync_block_or(predicate)
+
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+
+inline float __int_as_float(int x) { return std::bit_cast<float>(x); }
+inline float __uint_as_float(unsigned x) { return std::bit_cast<float>(x); }
+inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
+inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
+
+/// Single-threaded between switch points, so a plain read-modify-write is atomic.
+inline int atomicAdd(int* address, int value) {
+  const int old = *address;
+  *address = old + value;
+  return old;
+}
+
+template <class T>
+T emu_shfl(T value, int source_lane, const char* what) {
+  T all[32];
+  ::longattn::emu::warp_gather(&value, sizeof(T), all, what);
+  return all[source_lane & 31];
+}
+template <class T>
+T __shfl_sync(unsigned /*mask*/, T value, int source_lane) {
+  return emu_shfl(value, source_lane, "__shfl_sync");
+}
+template <class T>
+T __shfl_xor_sync(unsigned /*mask*/, T value, int lane_mask) {
+  return emu_shfl(value, ::longattn::emu::lane() ^ lane_mask, "__shfl_xor_sync");
+}
+
+/// The typed overloads that cuda_runtime.h declares only for nvcc.
+template <class F>
+cudaError_t cudaFuncSetAttribute(F* entry, cudaFuncAttribute attr, int value) {
+  return ::cudaFuncSetAttribute(reinterpret_cast<const void*>(entry), attr, value);
+}
+template <class F>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, F* entry, int block_size,
+                                                          std::size_t dynamic_smem) {
+  return ::cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      blocks, reinterpret_cast<const void*>(entry), block_size, dynamic_smem);
+}
+
+/// Kernel launch that nvcc writes as kernel<<<grid, block, smem, stream>>>(params).
+template <class Kernel>
+cudaError_t longattn_emu_launch(Kernel kernel, dim3 grid, dim3 block, std::size_t smem,
+                                cudaStream_t /*stream*/,
+                                const longattn::detail::cuda::AttnParams& params) {
+  return ::longattn::emu::launch(kernel, grid, block, smem, params);
+}

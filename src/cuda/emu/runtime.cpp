@@ -1,0 +1,487 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CUDA emulator: the fiber scheduler behind emu_device.hpp and the subset of the CUDA runtime
+// API that longattn calls, on host memory. Only in LONGATTN_CUDA_EMULATOR builds, where it
+// replaces libcudart: "device" pointers are host pointers, copies are memcpy, and a launch runs
+// the kernel's blocks one after another on this thread.
+#include <cuda_runtime_api.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda/emu/emu_device.hpp"
+#include "cuda/emu/ptx_emu.hpp"
+
+namespace longattn::emu {
+namespace {
+
+constexpr std::size_t kStackBytes = 256 * 1024;
+constexpr std::size_t kWarpSlotBytes = 128;  // the largest warp_gather contribution
+constexpr std::size_t kMaxDynamicSmem = 227 * 1024;
+constexpr std::size_t kDefaultDynamicSmem = 48 * 1024;
+
+struct Copy {
+  std::uintptr_t dst;
+  const void* src;
+  bool valid;
+};
+
+enum class State : std::uint8_t { kReady, kWaitWarp, kWaitBlock, kDone };
+
+struct Fiber {
+  ucontext_t context{};
+  char* stack = nullptr;  // kStackBytes from the launch's stack pool
+  uint3 index{};
+  int linear = 0;
+  State state = State::kReady;
+  std::uint64_t wait_generation = 0;
+  std::uint64_t collectives = 0;  // warp collectives this lane has entered (buffer parity)
+  const char* waiting_at = "";
+  std::vector<Copy> open_group;
+  std::deque<std::vector<Copy>> groups;
+};
+
+struct Warp {
+  int arrived = 0;
+  std::uint64_t generation = 0;
+  unsigned char slots[2][32][kWarpSlotBytes] = {};
+  const char* tags[2][32] = {};
+};
+
+struct Launch {
+  Kernel kernel = nullptr;
+  const detail::cuda::AttnParams* params = nullptr;
+  dim3 grid;
+  dim3 block;
+  uint3 block_index{};
+  std::vector<Fiber> fibers;
+  std::vector<Warp> warps;
+  int live = 0;
+  int block_arrived = 0;
+  std::uint64_t block_generation = 0;
+  int block_or = 0;
+  int block_or_result = 0;
+  std::vector<unsigned char> smem;
+  std::size_t smem_bytes = 0;
+  ucontext_t scheduler{};
+  Fiber* current = nullptr;
+  bool failed = false;
+  std::string failure;
+};
+
+Launch* g_launch = nullptr;
+
+Fiber& current() { return *g_launch->current; }
+
+void yield_to_scheduler() { swapcontext(&current().context, &g_launch->scheduler); }
+
+void run_fiber() {
+  g_launch->kernel(*g_launch->params);
+  current().state = State::kDone;
+  // returning resumes uc_link, the scheduler
+}
+
+std::string where() {
+  const Fiber& f = current();
+  const uint3& b = g_launch->block_index;
+  char text[128];
+  std::snprintf(text, sizeof text, "block (%u,%u,%u) thread %d", b.x, b.y, b.z, f.linear);
+  return text;
+}
+
+void release_block() {
+  g_launch->block_or_result = g_launch->block_or;
+  g_launch->block_or = 0;
+  g_launch->block_arrived = 0;
+  ++g_launch->block_generation;
+}
+
+std::string describe_states() {
+  std::string out;
+  int shown = 0;
+  for (const Fiber& f : g_launch->fibers) {
+    if (f.state == State::kDone || shown >= 8) continue;
+    ++shown;
+    out += "  thread " + std::to_string(f.linear) + " waits at " + f.waiting_at + "\n";
+  }
+  return out;
+}
+
+/// Runs the fibers of one block until all return; false when the launch failed.
+bool run_block(Launch& launch) {
+  const int threads = static_cast<int>(launch.block.x * launch.block.y * launch.block.z);
+  launch.live = threads;
+  launch.block_arrived = 0;
+  launch.block_or = 0;
+  for (Warp& w : launch.warps) w.arrived = 0;
+  std::memset(launch.smem.data(), 0xff, launch.smem.size());
+  for (int i = 0; i < threads; ++i) {
+    Fiber& f = launch.fibers[static_cast<std::size_t>(i)];
+    f.linear = i;
+    f.index = uint3{static_cast<unsigned>(i) % launch.block.x,
+                    static_cast<unsigned>(i) / launch.block.x % launch.block.y,
+                    static_cast<unsigned>(i) / (launch.block.x * launch.block.y)};
+    f.state = State::kReady;
+    f.collectives = 0;
+    f.waiting_at = "";
+    f.open_group.clear();
+    f.groups.clear();
+    getcontext(&f.context);
+    f.context.uc_stack.ss_sp = f.stack;
+    f.context.uc_stack.ss_size = kStackBytes;
+    f.context.uc_link = &launch.scheduler;
+    makecontext(&f.context, run_fiber, 0);
+  }
+  while (launch.live > 0) {
+    bool ran = false;
+    for (Fiber& f : launch.fibers) {
+      if (f.state == State::kDone) continue;
+      if (f.state == State::kWaitWarp &&
+          launch.warps[static_cast<std::size_t>(f.linear / 32)].generation == f.wait_generation) {
+        continue;
+      }
+      if (f.state == State::kWaitBlock && launch.block_generation == f.wait_generation) continue;
+      f.state = State::kReady;
+      launch.current = &f;
+      swapcontext(&launch.scheduler, &f.context);
+      ran = true;
+      if (launch.failed) return false;
+      if (f.state == State::kDone) {
+        --launch.live;
+        // Threads that returned no longer take part in __syncthreads (as on the GPU).
+        if (launch.block_arrived > 0 && launch.block_arrived == launch.live) release_block();
+      }
+    }
+    if (!ran && launch.live > 0) {
+      const uint3& b = launch.block_index;
+      launch.failure = "deadlock in block (" + std::to_string(b.x) + "," + std::to_string(b.y) +
+                       "," + std::to_string(b.z) + "): no thread can proceed\n" + describe_states();
+      launch.failed = true;
+      return false;
+    }
+  }
+  return true;
+}
+
+std::mutex g_launch_mutex;
+cudaError_t g_last_error = cudaSuccess;
+std::map<const void*, int> g_max_dynamic_smem;
+
+cudaError_t record(cudaError_t e) {
+  if (e != cudaSuccess) g_last_error = e;
+  return e;
+}
+
+}  // namespace
+
+const uint3& thread_index() { return current().index; }
+const uint3& block_index() { return g_launch->block_index; }
+const dim3& block_dim() { return g_launch->block; }
+const dim3& grid_dim() { return g_launch->grid; }
+int lane() { return current().linear % 32; }
+unsigned char* dynamic_shared_memory() { return g_launch->smem.data(); }
+
+void fault(const char* what, const char* detail) {
+  g_launch->failure = std::string(what) + ": " + detail + " (" + where() + ")";
+  g_launch->failed = true;
+  yield_to_scheduler();
+  std::abort();  // a failed launch never resumes its fibers
+}
+
+void check_shared_range(std::uintptr_t address, std::size_t bytes, std::size_t alignment,
+                        const char* what) {
+  const auto base = reinterpret_cast<std::uintptr_t>(g_launch->smem.data());
+  if (address % alignment != 0) fault(what, "shared address is misaligned");
+  if (address < base || address + bytes > base + g_launch->smem_bytes) {
+    fault(what, "shared address outside the block's dynamic shared memory");
+  }
+}
+
+void sync_block() { (void)sync_block_or(0); }
+
+int sync_block_or(int predicate) {
+  Launch& l = *g_launch;
+  Fiber& f = current();
+  l.block_or |= predicate != 0 ? 1 : 0;
+  ++l.block_arrived;
+  if (l.block_arrived == l.live) {
+    release_block();
+    return l.block_or_result;
+  }
+  f.state = State::kWaitBlock;
+  f.wait_generation = l.block_generation;
+  f.waiting_at = "__syncthreads";
+  yield_to_scheduler();
+  return l.block_or_result;
+}
+
+void warp_gather(const void* mine, std::size_t bytes, void* all, const char* what) {
+  Launch& l = *g_launch;
+  Fiber& f = current();
+  if (bytes > kWarpSlotBytes) fault(what, "warp collective payload too large for the emulator");
+  Warp& w = l.warps[static_cast<std::size_t>(f.linear / 32)];
+  const int parity = static_cast<int>(f.collectives & 1U);
+  ++f.collectives;
+  const int lane_id = f.linear % 32;
+  std::memcpy(w.slots[parity][lane_id], mine, bytes);
+  w.tags[parity][lane_id] = what;
+  ++w.arrived;
+  if (w.arrived == 32) {
+    for (int i = 0; i < 32; ++i) {
+      if (std::strcmp(w.tags[parity][i], what) != 0) {
+        fault(what, ("divergent warp: lane " + std::to_string(i) + " is at " + w.tags[parity][i] +
+                     " instead")
+                        .c_str());
+      }
+    }
+    w.arrived = 0;
+    ++w.generation;
+  } else {
+    f.state = State::kWaitWarp;
+    f.wait_generation = w.generation;
+    f.waiting_at = what;
+    yield_to_scheduler();
+  }
+  auto* out = static_cast<unsigned char*>(all);
+  for (int i = 0; i < 32; ++i) std::memcpy(out + i * bytes, w.slots[parity][i], bytes);
+}
+
+void cp_async_queue(std::uintptr_t dst, const void* src, bool valid) {
+  current().open_group.push_back({dst, src, valid});
+}
+
+void cp_async_commit_group() {
+  Fiber& f = current();
+  f.groups.push_back(std::move(f.open_group));
+  f.open_group.clear();
+}
+
+void cp_async_wait_groups(int keep_pending) {
+  Fiber& f = current();
+  while (static_cast<int>(f.groups.size()) > keep_pending) {
+    for (const Copy& c : f.groups.front()) {
+      void* dst = reinterpret_cast<void*>(c.dst);
+      if (c.valid) {
+        std::memcpy(dst, c.src, 16);
+      } else {
+        std::memset(dst, 0, 16);
+      }
+    }
+    f.groups.pop_front();
+  }
+}
+
+cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_smem,
+                   const detail::cuda::AttnParams& params) {
+  const std::lock_guard<std::mutex> lock(g_launch_mutex);
+  const int threads = static_cast<int>(block.x * block.y * block.z);
+  if (threads <= 0 || threads > 1024 || threads % 32 != 0 || grid.x == 0 || grid.y == 0 ||
+      grid.z == 0) {
+    std::fprintf(stderr, "longattn CUDA emulator: invalid launch configuration\n");
+    return record(cudaErrorInvalidConfiguration);
+  }
+  const auto limit = g_max_dynamic_smem.find(reinterpret_cast<const void*>(kernel));
+  const std::size_t allowed = limit != g_max_dynamic_smem.end()
+                                  ? static_cast<std::size_t>(limit->second)
+                                  : kDefaultDynamicSmem;
+  if (dynamic_smem > allowed) {
+    std::fprintf(stderr,
+                 "longattn CUDA emulator: %zu bytes of dynamic shared memory without "
+                 "cudaFuncSetAttribute raising the limit (%zu)\n",
+                 dynamic_smem, allowed);
+    return record(cudaErrorInvalidValue);
+  }
+  static std::vector<std::unique_ptr<char[]>> stacks;  // reused across launches (under the lock)
+  Launch l;
+  l.kernel = kernel;
+  l.params = &params;
+  l.grid = grid;
+  l.block = block;
+  l.smem_bytes = dynamic_smem;
+  l.smem.assign(dynamic_smem + 16, 0xff);
+  l.fibers.resize(static_cast<std::size_t>(threads));
+  l.warps.resize(static_cast<std::size_t>(threads / 32));
+  while (stacks.size() < l.fibers.size()) stacks.emplace_back(new char[kStackBytes]);
+  for (std::size_t i = 0; i < l.fibers.size(); ++i) l.fibers[i].stack = stacks[i].get();
+  g_launch = &l;
+  bool ok = true;
+  for (unsigned z = 0; z < grid.z && ok; ++z) {
+    for (unsigned y = 0; y < grid.y && ok; ++y) {
+      for (unsigned x = 0; x < grid.x && ok; ++x) {
+        l.block_index = uint3{x, y, z};
+        ok = run_block(l);
+      }
+    }
+  }
+  g_launch = nullptr;
+  if (!ok) {
+    std::fprintf(stderr, "longattn CUDA emulator: kernel fault: %s\n", l.failure.c_str());
+    return record(cudaErrorLaunchFailure);
+  }
+  return cudaSuccess;
+}
+
+}  // namespace longattn::emu
+
+// ---- The CUDA runtime API subset, on host memory ----
+using longattn::emu::record;
+
+namespace {
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::atoi(v) > 0 ? std::atoi(v) : fallback;
+}
+/// Streaming multiprocessors the emulated GPU reports (few, so that small problems take the
+/// split-KV paths): LONGATTN_EMU_SMS, default 4.
+int emulated_sms() { return env_int("LONGATTN_EMU_SMS", 4); }
+
+void* aligned_block(std::size_t bytes) {
+  return std::aligned_alloc(256, ((bytes == 0 ? 1 : bytes) + 255) & ~std::size_t{255});
+}
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess : record(cudaErrorInvalidDevice);
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
+  if (device != 0) return record(cudaErrorInvalidDevice);
+  *prop = cudaDeviceProp{};
+  std::snprintf(prop->name, sizeof prop->name, "longattn CUDA emulator");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = emulated_sms();
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->sharedMemPerBlockOptin = longattn::emu::kMaxDynamicSmem;
+  prop->sharedMemPerMultiprocessor = 228 * 1024;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->maxThreadsPerMultiProcessor = 2048;
+  prop->totalGlobalMem = std::size_t{1} << 34;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return record(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = static_cast<int>(longattn::emu::kMaxDynamicSmem);
+      return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount:
+      *value = emulated_sms();
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMajor:
+      *value = 9;
+      return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor:
+      *value = 0;
+      return cudaSuccess;
+    default:
+      return record(cudaErrorInvalidValue);
+  }
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t /*stream*/) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = longattn::emu::g_last_error;
+  longattn::emu::g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return longattn::emu::g_last_error; }
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidDevice:
+      return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidConfiguration:
+      return "cudaErrorInvalidConfiguration";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+    default:
+      return "cudaErrorUnknown";
+  }
+}
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidDevice:
+      return "invalid device ordinal";
+    case cudaErrorInvalidConfiguration:
+      return "invalid configuration argument";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure (CUDA emulator fault; see stderr)";
+    default:
+      return "unknown error";
+  }
+}
+cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
+  *ptr = aligned_block(bytes);
+  return *ptr != nullptr ? cudaSuccess : record(cudaErrorMemoryAllocation);
+}
+cudaError_t cudaMallocAsync(void** ptr, std::size_t bytes, cudaStream_t /*stream*/) {
+  return cudaMalloc(ptr, bytes);
+}
+cudaError_t cudaFree(void* ptr) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t /*stream*/) { return cudaFree(ptr); }
+cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind /*kind*/) {
+  if (bytes > 0) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t /*stream*/) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t /*stream*/) {
+  if (bytes > 0) std::memset(dst, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
+  if (value < 0 || static_cast<std::size_t>(value) > longattn::emu::kMaxDynamicSmem) {
+    return record(cudaErrorInvalidValue);
+  }
+  const std::lock_guard<std::mutex> lock(longattn::emu::g_launch_mutex);
+  longattn::emu::g_max_dynamic_smem[func] = value;
+  return cudaSuccess;
+}
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* /*func*/,
+                                                          int block_size, std::size_t smem) {
+  if (block_size <= 0) return record(cudaErrorInvalidValue);
+  const std::size_t by_smem = (228 * 1024) / (smem + 1024);
+  const std::size_t by_threads = 2048 / static_cast<std::size_t>(block_size);
+  *blocks = static_cast<int>(std::min<std::size_t>({by_smem, by_threads, 32}));
+  return cudaSuccess;
+}
+
+}  // extern "C"
