@@ -108,35 +108,36 @@ void mma_16816(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std
   ::longattn::emu::warp_gather(
       &mine, sizeof mine, all,
       std::is_same_v<T, __nv_bfloat16> ? "mma.m16n8k16.bf16" : "mma.m16n8k16.f16");
-  float am[16][16];
-  float bm[16][8];
+  // Lane (g, t) needs rows g and g + 8 of A (lanes 4g..4g+3) and columns 2t, 2t + 1 of B
+  // (lanes 8t..8t+3 and 8t+4..8t+7).
   auto lo = [](std::uint32_t w) { return emu_detail::b16_to_float<T>(w & 0xffffU); };
   auto hi = [](std::uint32_t w) { return emu_detail::b16_to_float<T>(w >> 16); };
-  for (int l = 0; l < 32; ++l) {
-    const int g = l / 4;
-    const int t = l % 4;
-    const Fragments& f = all[l];
-    am[g][2 * t] = lo(f.a[0]);
-    am[g][2 * t + 1] = hi(f.a[0]);
-    am[g + 8][2 * t] = lo(f.a[1]);
-    am[g + 8][2 * t + 1] = hi(f.a[1]);
-    am[g][2 * t + 8] = lo(f.a[2]);
-    am[g][2 * t + 9] = hi(f.a[2]);
-    am[g + 8][2 * t + 8] = lo(f.a[3]);
-    am[g + 8][2 * t + 9] = hi(f.a[3]);
-    bm[2 * t][g] = lo(f.b[0]);
-    bm[2 * t + 1][g] = hi(f.b[0]);
-    bm[2 * t + 8][g] = lo(f.b[1]);
-    bm[2 * t + 9][g] = hi(f.b[1]);
-  }
   const int lane = ::longattn::emu::lane();
   const int g = lane / 4;
   const int t = lane % 4;
+  float arow[2][16];
+  float bcol[2][16];
+  for (int q = 0; q < 4; ++q) {
+    const Fragments& fa = all[4 * g + q];
+    for (int r = 0; r < 2; ++r) {
+      arow[r][2 * q] = lo(fa.a[r]);
+      arow[r][2 * q + 1] = hi(fa.a[r]);
+      arow[r][2 * q + 8] = lo(fa.a[r + 2]);
+      arow[r][2 * q + 9] = hi(fa.a[r + 2]);
+    }
+    for (int c = 0; c < 2; ++c) {
+      const Fragments& fb = all[4 * (2 * t + c) + q];
+      bcol[c][2 * q] = lo(fb.b[0]);
+      bcol[c][2 * q + 1] = hi(fb.b[0]);
+      bcol[c][2 * q + 8] = lo(fb.b[1]);
+      bcol[c][2 * q + 9] = hi(fb.b[1]);
+    }
+  }
   for (int e = 0; e < 4; ++e) {
-    const int row = g + (e >> 1) * 8;
-    const int col = 2 * t + (e & 1);
+    const float* a_row = arow[e >> 1];
+    const float* b_col = bcol[e & 1];
     float acc = d[e];
-    for (int k = 0; k < 16; ++k) acc = std::fma(am[row][k], bm[k][col], acc);
+    for (int k = 0; k < 16; ++k) acc = std::fma(a_row[k], b_col[k], acc);
     d[e] = acc;
   }
 }
