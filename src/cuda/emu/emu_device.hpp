@@ -23,6 +23,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "cuda/params.hpp"
 
@@ -38,10 +39,30 @@ const dim3& grid_dim();
 void sync_block();
 int sync_block_or(int predicate);
 
+/// Bytes of one lane's contribution to a warp collective (at most).
+inline constexpr std::size_t kWarpSlotBytes = 64;
+
 /// Warp collective: lane i contributes `bytes` at `mine`; when all 32 lanes of the warp have
-/// arrived at the same collective `what`, each receives the 32 contributions in lane order in
-/// `all` (32 * bytes). A warp whose lanes arrive at different collectives fails the launch.
-void warp_gather(const void* mine, std::size_t bytes, void* all, const char* what);
+/// arrived at the same collective `what`, returns the 32 contributions, lane l's at
+/// result + l * kWarpSlotBytes, readable until this lane's next collective. A warp whose lanes
+/// arrive at different collectives fails the launch.
+const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const char* what);
+
+/// Typed view of a warp_exchange result.
+template <class T>
+struct LaneValues {
+  const unsigned char* slots;
+  T operator[](int lane) const {
+    T value;
+    std::memcpy(&value, slots + static_cast<std::size_t>(lane & 31) * kWarpSlotBytes, sizeof value);
+    return value;
+  }
+};
+template <class T>
+LaneValues<T> warp_exchange(const T& mine, const char* what) {
+  static_assert(sizeof(T) <= kWarpSlotBytes);
+  return {warp_exchange(&mine, sizeof(T), what)};
+}
 
 /// The running thread's lane (threadIdx.x % 32 for the 1-D blocks of longattn).
 int lane();
@@ -49,7 +70,8 @@ int lane();
 /// The dynamic shared memory of the running block (poisoned with 0xff bytes at each launch).
 unsigned char* dynamic_shared_memory();
 
-/// cp.async emulation: copies are queued per thread and land only at a wait that covers them.
+/// cp.async emulation: the destination is poisoned at the issue, and the copy lands only at
+/// the wait that covers it, so reading too early and refilling too early both show as NaN.
 void cp_async_queue(std::uintptr_t dst, const void* src, bool valid);
 void cp_async_commit_group();
 void cp_async_wait_groups(int keep_pending);
@@ -93,9 +115,7 @@ inline int atomicAdd(int* address, int value) {
 
 template <class T>
 T emu_shfl(T value, int source_lane, const char* what) {
-  T all[32];
-  ::longattn::emu::warp_gather(&value, sizeof(T), all, what);
-  return all[source_lane & 31];
+  return ::longattn::emu::warp_exchange(value, what)[source_lane];
 }
 template <class T>
 T __shfl_sync(unsigned /*mask*/, T value, int source_lane) {

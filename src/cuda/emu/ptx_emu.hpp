@@ -48,18 +48,17 @@ inline std::uint16_t load_b16(std::uintptr_t row, int element) {
               sizeof v);
   return v;
 }
-/// Each lane's 8x8 row addresses of the four matrices, after checking them.
-inline void gather_rows(SmemAddr addr, SmemAddr (&rows)[32], const char* what) {
+/// The 32 lanes' 8x8 row addresses of the four matrices, after checking this lane's.
+inline ::longattn::emu::LaneValues<SmemAddr> gather_rows(SmemAddr addr, const char* what) {
   ::longattn::emu::check_shared_range(addr, 16, 16, what);
-  ::longattn::emu::warp_gather(&addr, sizeof addr, rows, what);
+  return ::longattn::emu::warp_exchange(addr, what);
 }
 }  // namespace emu_detail
 
 /// Four 8x8 b16 matrices; lane i gives the row address of matrix i / 8, row i % 8; lane L gets
 /// row L / 4, columns 2 (L % 4) and 2 (L % 4) + 1 of each matrix.
 inline void ldmatrix_x4(std::uint32_t (&r)[4], SmemAddr addr) {
-  SmemAddr rows[32];
-  emu_detail::gather_rows(addr, rows, "ldmatrix.x4");
+  const auto rows = emu_detail::gather_rows(addr, "ldmatrix.x4");
   const int lane = ::longattn::emu::lane();
   const int g = lane / 4;
   const int t = lane % 4;
@@ -72,8 +71,7 @@ inline void ldmatrix_x4(std::uint32_t (&r)[4], SmemAddr addr) {
 /// As ldmatrix_x4 with each matrix transposed: lane L gets rows 2 (L % 4), 2 (L % 4) + 1 of
 /// column L / 4.
 inline void ldmatrix_x4_trans(std::uint32_t (&r)[4], SmemAddr addr) {
-  SmemAddr rows[32];
-  emu_detail::gather_rows(addr, rows, "ldmatrix.x4.trans");
+  const auto rows = emu_detail::gather_rows(addr, "ldmatrix.x4.trans");
   const int lane = ::longattn::emu::lane();
   const int g = lane / 4;
   const int t = lane % 4;
@@ -104,10 +102,8 @@ void mma_16816(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std
     std::uint32_t b[2];
   };
   const Fragments mine{{a[0], a[1], a[2], a[3]}, {b0, b1}};
-  Fragments all[32];
-  ::longattn::emu::warp_gather(
-      &mine, sizeof mine, all,
-      std::is_same_v<T, __nv_bfloat16> ? "mma.m16n8k16.bf16" : "mma.m16n8k16.f16");
+  const auto all = ::longattn::emu::warp_exchange(
+      mine, std::is_same_v<T, __nv_bfloat16> ? "mma.m16n8k16.bf16" : "mma.m16n8k16.f16");
   // Lane (g, t) needs rows g and g + 8 of A (lanes 4g..4g+3) and columns 2t, 2t + 1 of B
   // (lanes 8t..8t+3 and 8t+4..8t+7).
   auto lo = [](std::uint32_t w) { return emu_detail::b16_to_float<T>(w & 0xffffU); };
@@ -118,7 +114,7 @@ void mma_16816(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std
   float arow[2][16];
   float bcol[2][16];
   for (int q = 0; q < 4; ++q) {
-    const Fragments& fa = all[4 * g + q];
+    const Fragments fa = all[4 * g + q];
     for (int r = 0; r < 2; ++r) {
       arow[r][2 * q] = lo(fa.a[r]);
       arow[r][2 * q + 1] = hi(fa.a[r]);
@@ -126,7 +122,7 @@ void mma_16816(float (&d)[4], const std::uint32_t (&a)[4], std::uint32_t b0, std
       arow[r][2 * q + 9] = hi(fa.a[r + 2]);
     }
     for (int c = 0; c < 2; ++c) {
-      const Fragments& fb = all[4 * (2 * t + c) + q];
+      const Fragments fb = all[4 * (2 * t + c) + q];
       bcol[c][2 * q] = lo(fb.b[0]);
       bcol[c][2 * q + 1] = hi(fb.b[0]);
       bcol[c][2 * q + 8] = lo(fb.b[1]);

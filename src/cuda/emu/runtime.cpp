@@ -7,6 +7,10 @@
 #if !defined(__x86_64__)
 #include <ucontext.h>
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
 
 #include <algorithm>
 #include <cstdio>
@@ -26,7 +30,6 @@ namespace longattn::emu {
 namespace {
 
 constexpr std::size_t kStackBytes = 256 * 1024;
-constexpr std::size_t kWarpSlotBytes = 128;  // the largest warp_gather contribution
 constexpr std::size_t kMaxDynamicSmem = 227 * 1024;
 constexpr std::size_t kDefaultDynamicSmem = 48 * 1024;
 
@@ -75,9 +78,14 @@ longattn_emu_switch:
 
 struct Context {
   void* sp = nullptr;
+  const void* stack_bottom = nullptr;  // for AddressSanitizer's fiber annotations
+  std::size_t stack_size = 0;
 };
 /// Prepares `c` to start `entry` (which never returns) on [stack, stack + bytes).
 void make_context(Context& c, char* stack, std::size_t bytes, void (*entry)()) {
+#if defined(__SANITIZE_ADDRESS__)
+  __asan_unpoison_memory_region(stack, bytes);  // redzones of frames a failed launch abandoned
+#endif
   auto top = reinterpret_cast<std::uintptr_t>(stack + bytes) & ~std::uintptr_t{15};
   auto* slot = reinterpret_cast<std::uint64_t*>(top);
   *--slot = 0;                                       // entry's (absent) return address
@@ -88,8 +96,32 @@ void make_context(Context& c, char* stack, std::size_t bytes, void (*entry)()) {
   asm volatile("fnstcw %0" : "=m"(control[1]));
   *--slot = static_cast<std::uint64_t>(control[0]) | (static_cast<std::uint64_t>(control[1]) << 32);
   c.sp = slot;
+  c.stack_bottom = stack;
+  c.stack_size = bytes;
 }
-void switch_context(Context& from, Context& to) { longattn_emu_switch(&from.sp, to.sp); }
+/// Switches to `to`; `leaving_for_good` when `from` is a finished fiber.
+void switch_context(Context& from, Context& to, bool leaving_for_good = false) {
+#if defined(__SANITIZE_ADDRESS__)
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(leaving_for_good ? nullptr : &fake_stack, to.stack_bottom,
+                                 to.stack_size);
+#else
+  (void)leaving_for_good;
+#endif
+  longattn_emu_switch(&from.sp, to.sp);
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
+}
+/// First statement of a fiber: completes the switch that started it and records the
+/// scheduler's stack (AddressSanitizer only).
+void entered_fiber(Context& scheduler) {
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(nullptr, &scheduler.stack_bottom, &scheduler.stack_size);
+#else
+  (void)scheduler;
+#endif
+}
 #else
 struct Context {
   ucontext_t uc{};
@@ -101,7 +133,10 @@ void make_context(Context& c, char* stack, std::size_t bytes, void (*entry)()) {
   c.uc.uc_link = nullptr;
   makecontext(&c.uc, entry, 0);
 }
-void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+void switch_context(Context& from, Context& to, bool /*leaving_for_good*/ = false) {
+  swapcontext(&from.uc, &to.uc);
+}
+void entered_fiber(Context& /*scheduler*/) {}
 #endif
 
 struct Fiber {
@@ -133,6 +168,7 @@ struct Launch {
   std::vector<Fiber> fibers;
   std::vector<Warp> warps;
   int live = 0;
+  int scan_from = 0;  // no thread before this position (in schedule order) can run
   int block_arrived = 0;
   std::uint64_t block_generation = 0;
   int block_or = 0;
@@ -142,6 +178,7 @@ struct Launch {
   Context scheduler;
   Fiber* current = nullptr;
   bool failed = false;
+  bool reverse = false;
   std::string failure;
 };
 
@@ -152,9 +189,10 @@ Fiber& current() { return *g_launch->current; }
 void yield_to_scheduler() { switch_context(current().context, g_launch->scheduler); }
 
 [[noreturn]] void run_fiber() {
+  entered_fiber(g_launch->scheduler);
   g_launch->kernel(*g_launch->params);
   current().state = State::kDone;
-  yield_to_scheduler();  // a finished fiber is never resumed
+  switch_context(current().context, g_launch->scheduler, true);  // never resumed
   std::abort();
 }
 
@@ -167,6 +205,7 @@ std::string where() {
 }
 
 void release_block() {
+  g_launch->scan_from = 0;
   g_launch->block_or_result = g_launch->block_or;
   g_launch->block_or = 0;
   g_launch->block_arrived = 0;
@@ -188,6 +227,7 @@ std::string describe_states() {
 bool run_block(Launch& launch) {
   const int threads = static_cast<int>(launch.block.x * launch.block.y * launch.block.z);
   launch.live = threads;
+  launch.scan_from = 0;
   launch.block_arrived = 0;
   launch.block_or = 0;
   for (Warp& w : launch.warps) w.arrived = 0;
@@ -205,32 +245,47 @@ bool run_block(Launch& launch) {
     f.groups.clear();
     make_context(f.context, f.stack, kStackBytes, run_fiber);
   }
+  // Greedy order: always the lowest-numbered thread that can run (the highest with
+  // LONGATTN_EMU_SCHEDULE=reverse). One warp thus runs ahead to the next __syncthreads before
+  // the next warp starts, the most skewed interleaving a block can have, so a missing barrier
+  // (a buffer refilled while another warp still reads it) shows in one order or the other.
+  auto runnable = [&launch](const Fiber& f) {
+    switch (f.state) {
+      case State::kDone:
+        return false;
+      case State::kWaitWarp:
+        return launch.warps[static_cast<std::size_t>(f.linear / 32)].generation !=
+               f.wait_generation;
+      case State::kWaitBlock:
+        return launch.block_generation != f.wait_generation;
+      default:
+        return true;
+    }
+  };
   while (launch.live > 0) {
-    bool ran = false;
-    for (Fiber& f : launch.fibers) {
-      if (f.state == State::kDone) continue;
-      if (f.state == State::kWaitWarp &&
-          launch.warps[static_cast<std::size_t>(f.linear / 32)].generation == f.wait_generation) {
-        continue;
-      }
-      if (f.state == State::kWaitBlock && launch.block_generation == f.wait_generation) continue;
-      f.state = State::kReady;
-      launch.current = &f;
-      switch_context(launch.scheduler, f.context);
-      ran = true;
-      if (launch.failed) return false;
-      if (f.state == State::kDone) {
-        --launch.live;
-        // Threads that returned no longer take part in __syncthreads (as on the GPU).
-        if (launch.block_arrived > 0 && launch.block_arrived == launch.live) release_block();
+    Fiber* next = nullptr;
+    for (int n = launch.scan_from; n < threads && next == nullptr; ++n) {
+      Fiber& f = launch.fibers[static_cast<std::size_t>(launch.reverse ? threads - 1 - n : n)];
+      if (runnable(f)) {
+        next = &f;
+        launch.scan_from = n;
       }
     }
-    if (!ran && launch.live > 0) {
+    if (next == nullptr) {
       const uint3& b = launch.block_index;
       launch.failure = "deadlock in block (" + std::to_string(b.x) + "," + std::to_string(b.y) +
                        "," + std::to_string(b.z) + "): no thread can proceed\n" + describe_states();
       launch.failed = true;
       return false;
+    }
+    next->state = State::kReady;
+    launch.current = next;
+    switch_context(launch.scheduler, next->context);
+    if (launch.failed) return false;
+    if (next->state == State::kDone) {
+      --launch.live;
+      // Threads that returned no longer take part in __syncthreads (as on the GPU).
+      if (launch.block_arrived > 0 && launch.block_arrived == launch.live) release_block();
     }
   }
   return true;
@@ -257,8 +312,8 @@ unsigned char* dynamic_shared_memory() { return g_launch->smem.data(); }
 void fault(const char* what, const char* detail) {
   g_launch->failure = std::string(what) + ": " + detail + " (" + where() + ")";
   g_launch->failed = true;
-  yield_to_scheduler();
-  std::abort();  // a failed launch never resumes its fibers
+  switch_context(current().context, g_launch->scheduler, true);  // a failed launch never resumes
+  std::abort();
 }
 
 void check_shared_range(std::uintptr_t address, std::size_t bytes, std::size_t alignment,
@@ -288,7 +343,7 @@ int sync_block_or(int predicate) {
   return l.block_or_result;
 }
 
-void warp_gather(const void* mine, std::size_t bytes, void* all, const char* what) {
+const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const char* what) {
   Launch& l = *g_launch;
   Fiber& f = current();
   if (bytes > kWarpSlotBytes) fault(what, "warp collective payload too large for the emulator");
@@ -301,7 +356,7 @@ void warp_gather(const void* mine, std::size_t bytes, void* all, const char* wha
   ++w.arrived;
   if (w.arrived == 32) {
     for (int i = 0; i < 32; ++i) {
-      if (std::strcmp(w.tags[parity][i], what) != 0) {
+      if (w.tags[parity][i] != what && std::strcmp(w.tags[parity][i], what) != 0) {
         fault(what, ("divergent warp: lane " + std::to_string(i) + " is at " + w.tags[parity][i] +
                      " instead")
                         .c_str());
@@ -309,17 +364,23 @@ void warp_gather(const void* mine, std::size_t bytes, void* all, const char* wha
     }
     w.arrived = 0;
     ++w.generation;
+    const int first = l.reverse ? static_cast<int>(l.fibers.size()) - 32 * (f.linear / 32 + 1)
+                                : 32 * (f.linear / 32);
+    l.scan_from = std::min(l.scan_from, first);
   } else {
     f.state = State::kWaitWarp;
     f.wait_generation = w.generation;
     f.waiting_at = what;
     yield_to_scheduler();
   }
-  auto* out = static_cast<unsigned char*>(all);
-  for (int i = 0; i < 32; ++i) std::memcpy(out + i * bytes, w.slots[parity][i], bytes);
+  return &w.slots[parity][0][0];
 }
 
 void cp_async_queue(std::uintptr_t dst, const void* src, bool valid) {
+  // In flight, the destination holds neither its old nor its new bytes: poison now (a read of
+  // the old contents after the issue, a missing barrier before refilling a buffer, sees NaN),
+  // the data lands at the wait that covers it (a read before that wait sees NaN too).
+  std::memset(reinterpret_cast<void*>(dst), 0xff, 16);
   current().open_group.push_back({dst, src, valid});
 }
 
@@ -371,6 +432,8 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
   l.grid = grid;
   l.block = block;
   l.smem_bytes = dynamic_smem;
+  const char* order = std::getenv("LONGATTN_EMU_SCHEDULE");
+  l.reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
   l.smem.assign(dynamic_smem + 16, 0xff);
   l.fibers.resize(static_cast<std::size_t>(threads));
   l.warps.resize(static_cast<std::size_t>(threads / 32));
