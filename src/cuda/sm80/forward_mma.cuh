@@ -146,17 +146,21 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
       const T* kb = ks + buf * BN * P;
       const T* vb = vs + buf * BN * P;
 
-      // Inf/NaN in V: the tensor-core product would spread them through zero weights, so such
-      // a tile takes the exact path below (rare; one scan of the tile per block).
-      bool v_bad = false;
-      for (int c = threadIdx.x; c < jn * Tr::kChunks; c += Tr::kThreads) {
-        const int r = c / Tr::kChunks;
-        const auto* e =
-            reinterpret_cast<const std::uint16_t*>(vb + r * P + (c - r * Tr::kChunks) * 8);
+      // Inf/NaN in V: the tensor-core product would spread them through the zero weights of
+      // masked keys, so a PARTIAL tile holding any takes the exact path below. A FULL tile has
+      // no masked key (rows past the sequence end are zero-filled), so it skips the scan.
+      bool v_nonfinite = false;
+      if (bits_index >= 0) {  // block-uniform, so the barrier below is too
+        bool v_bad = false;
+        for (int c = threadIdx.x; c < jn * Tr::kChunks; c += Tr::kThreads) {
+          const int r = c / Tr::kChunks;
+          const auto* e =
+              reinterpret_cast<const std::uint16_t*>(vb + r * P + (c - r * Tr::kChunks) * 8);
 #pragma unroll
-        for (int x = 0; x < 8; ++x) v_bad |= nonfinite_bits<T>(e[x]);
+          for (int x = 0; x < 8; ++x) v_bad |= nonfinite_bits<T>(e[x]);
+        }
+        v_nonfinite = __syncthreads_or(v_bad) != 0;
       }
-      const bool v_nonfinite = __syncthreads_or(v_bad) != 0;
 
       // ---- S = Q K^T ----
       float s[NB][4];
