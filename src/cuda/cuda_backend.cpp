@@ -447,20 +447,73 @@ std::int64_t total_rows(const Problem& p) {
   return rows;
 }
 
+/// LONGATTN_CUDA_FORWARD_TILE=64 or 128 forces the tensor-core forward's query tile (where that
+/// instance exists); 0 = the rule in choose_forward.
+int forced_forward_tile() {
+  static const int forced = [] {
+    const char* v = std::getenv("LONGATTN_CUDA_FORWARD_TILE");
+    return v != nullptr ? std::atoi(v) : 0;
+  }();
+  return forced;
+}
+
+/// The forward kernel for p: a tensor-core instance (64- or 128-row tiles) or the generic one.
+struct ForwardChoice {
+  const MmaKernel* mma = nullptr;  // null: generic kernel
+  int occupancy = 0;               // resident blocks per SM (0: cannot run)
+  int tile_q = kSimtTileQ;
+  int tile_k = kSimtTileK;
+};
+
+ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
+  ForwardChoice c;
+  const int sms = props(p.device_index).sms;
+  if (const MmaKernel* narrow = tensor_core_kernel(p, MmaKind::kForward); narrow != nullptr) {
+    c = {narrow, mma_occupancy(narrow, p.device_index), kMmaTileQ,
+         mma_tile_k(static_cast<int>(p.dim))};
+  }
+  // 128-row tiles halve the K/V traffic per query row; they pay off when the tiles are mostly
+  // full (>= 96 rows on average) and there are enough of them to fill the GPU twice.
+  if (const MmaKernel* wide = tensor_core_kernel(p, MmaKind::kForwardWide);
+      wide != nullptr && c.mma != nullptr && forced_forward_tile() != kMmaTileQ) {
+    const int occupancy = mma_occupancy(wide, p.device_index);
+    std::int64_t items = 0;
+    for (const auto& s : p.seqs) items += (s.sq + kMmaWideTileQ - 1) / kMmaWideTileQ;
+    items *= p.hq;
+    const std::int64_t rows = total_rows(p) * p.hq;
+    const bool worth = items >= 2LL * sms * occupancy && rows >= 96 * items;
+    if (occupancy > 0 && (worth || forced_forward_tile() == kMmaWideTileQ)) {
+      c = {wide, occupancy, kMmaWideTileQ, mma_tile_k(static_cast<int>(p.dim))};
+    }
+  }
+  if (c.occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
+    c = {nullptr, simt_occupancy(a, p.device_index, false), kSimtTileQ, kSimtTileK};
+  }
+  return c;
+}
+
 }  // namespace
 
 bool built() noexcept { return true; }
 
 std::string describe_kernels(const Problem& p) {
-  const MmaKernel* mma =
-      tensor_core_kernel(p, p.dout.present() ? MmaKind::kBackward : MmaKind::kForward);
-  const int tile_k = p.dout.present() ? kMmaTileK : mma_tile_k(static_cast<int>(p.dim));
-  if (mma == nullptr || mma_occupancy(mma, p.device_index) == 0) {
-    return "generic SIMT kernels, tile 16x32";
+  int tile_q = kMmaTileQ;
+  int tile_k = kMmaTileK;
+  if (p.dout.present()) {
+    const MmaKernel* mma = tensor_core_kernel(p, MmaKind::kBackward);
+    if (mma == nullptr || mma_occupancy(mma, p.device_index) == 0) {
+      return "generic SIMT kernels, tile 16x32";
+    }
+  } else {
+    std::vector<BatchEntry> table;
+    const ForwardChoice c = choose_forward(p, base_params(p, table));
+    if (c.mma == nullptr) return "generic SIMT kernels, tile 16x32";
+    tile_q = c.tile_q;
+    tile_k = c.tile_k;
   }
   const bool packed =
-      !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, kMmaTileQ, tile_k), kMmaTileQ);
-  return "tensor cores (mma.sync), tile 64x" + std::to_string(tile_k) +
+      !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, tile_q, tile_k), tile_q);
+  return "tensor cores (mma.sync), tile " + std::to_string(tile_q) + "x" + std::to_string(tile_k) +
          (packed ? ", GQA heads packed" : "");
 }
 
@@ -522,20 +575,16 @@ void forward(const Problem& p) {
   auto stream = static_cast<cudaStream_t>(p.stream);
   std::vector<BatchEntry> table;
   AttnParams a = base_params(p, table);
-  const MmaKernel* mma = tensor_core_kernel(p, MmaKind::kForward);
-  int occupancy = mma != nullptr ? mma_occupancy(mma, p.device_index) : 0;
-  if (occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
-    mma = nullptr;
-    occupancy = simt_occupancy(a, p.device_index, false);
-  }
-  if (occupancy == 0) {
+  const ForwardChoice choice = choose_forward(p, a);
+  const MmaKernel* mma = choice.mma;
+  if (choice.occupancy == 0) {
     check(cudaGetLastError(), "forward kernel setup (D=" + std::to_string(p.dim) + ")");
     throw Error(ErrorKind::kRuntime, "q",
                 "the forward kernel cannot be resident at D=" + std::to_string(p.dim));
   }
-  const int tile_q = mma != nullptr ? kMmaTileQ : kSimtTileQ;
-  const int tile_k = mma != nullptr ? mma_tile_k(static_cast<int>(p.dim)) : kSimtTileK;
-  const int slots = props(p.device_index).sms * occupancy;
+  const int tile_q = choice.tile_q;
+  const int tile_k = choice.tile_k;
+  const int slots = props(p.device_index).sms * choice.occupancy;
   // GQA packing (tensor-core forward only) is decided with the schedule, in device_work.
   const auto work = device_work(p, slots, tile_q, tile_k, mma != nullptr);
   if (work->num_fwd_work == 0) return;  // nothing to compute (empty sequences)
@@ -564,8 +613,8 @@ void forward(const Problem& p) {
   a.merge_work = work->merge_work;
   a.num_merge_work = work->num_merge_work;
   const int grid = std::min(work->num_fwd_work, slots);
-  // The kernels read one bitmask word per key row and assume the schedule's tile shape.
-  if (work->sched.words_per_row != 1 || work->sched.tile_q != tile_q ||
+  // The kernels assume the schedule's tile shape (and its bitmask words per key row).
+  if (work->sched.words_per_row != (tile_q + 63) / 64 || work->sched.tile_q != tile_q ||
       work->sched.tile_k != tile_k) {
     throw Error(ErrorKind::kRuntime, "schedule", "tile shape does not match the kernel's");
   }

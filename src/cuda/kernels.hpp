@@ -17,9 +17,11 @@ inline constexpr int kSimtTileK = 32;
 inline constexpr int kSimtThreads = 128;
 inline constexpr int kSimtMaxDim = 256;
 
-/// Geometry of the tensor-core forward (sm80/forward_mma.cuh): 64-row query tiles against
-/// 64-key tiles (32 at D = 256, to fit sm_80's shared memory).
+/// Geometry of the tensor-core forward (sm80/forward_mma.cuh): 64-row query tiles (4 warps),
+/// or 128 (8 warps, the "wide" instances for long prefill), against 64-key tiles (32 at
+/// D = 256, to fit sm_80's shared memory). The backward uses 64 x 64.
 inline constexpr int kMmaTileQ = 64;
+inline constexpr int kMmaWideTileQ = 128;
 inline constexpr int kMmaTileK = 64;
 constexpr int mma_tile_k(int dim) { return dim <= 128 ? kMmaTileK : kMmaTileK / 2; }
 
@@ -41,11 +43,11 @@ cudaError_t launch_simt_forward(const AttnParams& p, int grid, cudaStream_t stre
 /// Merges split-KV parts (p.merge_work; part rows of p.sched.tile_q) into out and lse.
 cudaError_t launch_merge(const AttnParams& p, cudaStream_t stream);
 
-/// Tensor-core forward for ELEM = int(ElemType::kBF16 or kF16) and head dim D; instantiated
-/// by the files generated from src/cuda/kernels.list.
-template <int ELEM, int D>
+/// Tensor-core forward for ELEM = int(ElemType::kBF16 or kF16), head dim D and WARPS (4: 64-row
+/// tiles, 8: 128-row tiles); instantiated by the files generated from src/cuda/kernels.list.
+template <int ELEM, int D, int WARPS>
 int forward_mma_occupancy();
-template <int ELEM, int D>
+template <int ELEM, int D, int WARPS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
 /// Tensor-core backward (dK/dV pass, then dQ pass) for ELEM and D <= 128; instantiated like the
@@ -55,8 +57,8 @@ int backward_mma_occupancy();
 template <int ELEM, int D>
 cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
-/// Which pass a compiled tensor-core kernel implements.
-enum class MmaKind : std::uint8_t { kForward, kBackward };
+/// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles).
+enum class MmaKind : std::uint8_t { kForward, kForwardWide, kBackward };
 
 /// One compiled tensor-core kernel.
 struct MmaKernel {

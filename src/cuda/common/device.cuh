@@ -33,7 +33,9 @@ inline void launch_kernel(Kernel kernel, dim3 grid, dim3 block, std::size_t smem
   (void)::longattn::emu::launch(kernel, grid, block, smem, p);
   (void)stream;
 #else
-  kernel<<<grid, block, smem, stream> > >(p);
+  // clang-format off
+  kernel<<<grid, block, smem, stream>>>(p);
+  // clang-format on
 #endif
 }
 

@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // Tensor-core forward for bf16/fp16 (sm_80+): FlashAttention-2 over the block schedule.
 //
-// Block = 4 warps, a 64-row query tile (warp w owns rows 16w..16w+15) against 64-key tiles
-// (32 for D = 256) listed by the schedule. Mainloop per key tile: S = Q K^T (mma.sync
-// m16n8k16, Q and K fragments by ldmatrix), mask (FULL: only the sequence end; PARTIAL: the
-// tile's bitmask), softcap, online softmax (or sigmoid) in registers, O += P V (P re-packed
-// from the S accumulators as the A operand, V by ldmatrix.trans). K/V tiles are double
-// buffered with cp.async. Shared rows are padded by 16 bytes, which makes every ldmatrix
-// phase hit 8 distinct bank groups. The epilogue normalizes and writes O and the LSE, or a
-// split-KV part for the merge kernel. The tile scheduler is the persistent longest-first loop
-// of device.cuh; an sm_90 mainloop (wgmma + TMA) can replace mainloop() keeping the rest.
+// Block = WARPS warps and a 16 * WARPS-row query tile (warp w owns rows 16w..16w+15): 4 warps
+// / 64 rows (decode, short sequences, D = 256) or 8 warps / 128 rows (long prefill: each K/V
+// tile fetched into shared memory serves twice the rows), against 64-key tiles (32 for
+// D = 256) listed by the schedule. A warp whose rows are all past the tile's valid rows (decode
+// tiles, sequence tails) skips the arithmetic and only takes part in the loads and barriers.
+// Mainloop per key tile: S = Q K^T (mma.sync m16n8k16, Q and K fragments by ldmatrix), mask (FULL:
+// only the sequence end; PARTIAL: the tile's bitmask), softcap, online softmax (or sigmoid) in
+// registers, O += P V (P re-packed from the S accumulators as the A operand, V by ldmatrix.trans).
+// K/V tiles are double buffered with cp.async. Shared rows are padded by 16 bytes, which makes
+// every ldmatrix phase hit 8 distinct bank groups. The epilogue normalizes and writes O and the
+// LSE, or a split-KV part for the merge kernel. The tile scheduler is the persistent longest-first
+// loop of device.cuh; an sm_90 mainloop (wgmma + TMA) can replace mainloop() keeping the rest.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -20,11 +23,11 @@
 
 namespace longattn::detail::cuda {
 
-template <int D>
+template <int D, int WARPS>
 struct ForwardMmaTraits {
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = WARPS;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kBlockM = kMmaTileQ;
+  static constexpr int kBlockM = 16 * WARPS;
   static constexpr int kBlockN = mma_tile_k(D);
   static constexpr int kPitch = D + 8;   // elements per shared row (16-byte pad)
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
@@ -72,10 +75,10 @@ __device__ __forceinline__ void load_query_tile_async(T* dst, int rows, const At
   }
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
+template <class T, int D, int WARPS>
+__global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
     forward_mma_kernel(const AttnParams p) {
-  using Tr = ForwardMmaTraits<D>;
+  using Tr = ForwardMmaTraits<D, WARPS>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
   constexpr int P = Tr::kPitch;
@@ -129,7 +132,8 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
     for (int db = 0; db < DB; ++db) o[db][0] = o[db][1] = o[db][2] = o[db][3] = 0.0F;
     float m[2] = {neg_inf(), neg_inf()};
     float l[2] = {0.0F, 0.0F};
-    const int row0 = warp * 16 + group;  // rows row0 and row0 + 8 of the tile
+    const int row0 = warp * 16 + group;       // rows row0 and row0 + 8 of the tile
+    const bool warp_active = warp * 16 < qn;  // warp-uniform
 
     for (int i = 0; i < entries; ++i) {
       const int buf = i & 1;
@@ -162,112 +166,116 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
         v_nonfinite = __syncthreads_or(v_bad) != 0;
       }
 
-      // ---- S = Q K^T ----
-      float s[NB][4];
+      if (warp_active) {
+        // ---- S = Q K^T ----
+        float s[NB][4];
 #pragma unroll
-      for (int nb = 0; nb < NB; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0F;
+        for (int nb = 0; nb < NB; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0F;
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        std::uint32_t a[4];
-        ldmatrix_x4(a, smem_addr(qs + (warp * 16 + (lane % 16)) * P + kk * 16 + (lane / 16) * 8));
+        for (int kk = 0; kk < D / 16; ++kk) {
+          std::uint32_t a[4];
+          ldmatrix_x4(a, smem_addr(qs + (warp * 16 + (lane % 16)) * P + kk * 16 + (lane / 16) * 8));
 #pragma unroll
-        for (int nb = 0; nb < NB; nb += 2) {
-          std::uint32_t b[4];
-          ldmatrix_x4(b, smem_addr(kb + (nb * 8 + (lane % 8) + (lane / 16) * 8) * P + kk * 16 +
-                                   ((lane / 8) & 1) * 8));
-          mma_16816<T>(s[nb], a, b[0], b[1]);
-          mma_16816<T>(s[nb + 1], a, b[2], b[3]);
-        }
-      }
-
-      // ---- mask, logit transform, online softmax (rows row0 and row0 + 8) ----
-      const std::uint64_t* tile_bits =
-          bits_index >= 0 ? p.sched.bits + se.bits +
-                                static_cast<std::int64_t>(bits_index) * BN * Tr::kWordsPerRow
-                          : nullptr;
-#pragma unroll
-      for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = nb * 8 + tq * 2 + (e & 1);
-          const int row = row0 + (e >> 1) * 8;
-          bool visible = key < jn && row < qn;
-          if (visible && tile_bits != nullptr) {
-            const int bit = row_bit[e >> 1];
-            const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + bit / 64];
-            visible = ((word >> (bit % 64)) & 1U) != 0;
-          }
-          const float x = capped_logit(p, s[nb][e]) * post;
-          if (softmax) {
-            s[nb][e] = visible ? x : neg_inf();
-          } else {
-            s[nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
-          }
-        }
-      }
-      if (softmax) {
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          float mx = neg_inf();
-#pragma unroll
-          for (int nb = 0; nb < NB; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
-          const float m_new = fmaxf(m[r], mx);
-          const float m_use = m_new == neg_inf() ? 0.0F : m_new;
-          const float alpha = exp2f(m[r] - m_use);
-          float sum = 0.0F;
-#pragma unroll
-          for (int nb = 0; nb < NB; ++nb) {
-            s[nb][2 * r] = exp2f(s[nb][2 * r] - m_use);
-            s[nb][2 * r + 1] = exp2f(s[nb][2 * r + 1] - m_use);
-            sum += s[nb][2 * r] + s[nb][2 * r + 1];
-          }
-          l[r] = l[r] * alpha + sum;  // per-thread partial; the quad is summed in the epilogue
-          m[r] = m_new;
-#pragma unroll
-          for (int db = 0; db < DB; ++db) {
-            o[db][2 * r] *= alpha;
-            o[db][2 * r + 1] *= alpha;
-          }
-        }
-      }
-
-      // ---- O += P V ----
-      if (!v_nonfinite) {
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-          const std::uint32_t a[4] = {pack_pair<T>(s[2 * kk][0], s[2 * kk][1]),
-                                      pack_pair<T>(s[2 * kk][2], s[2 * kk][3]),
-                                      pack_pair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                      pack_pair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-          for (int db = 0; db < DB; db += 2) {
+          for (int nb = 0; nb < NB; nb += 2) {
             std::uint32_t b[4];
-            ldmatrix_x4_trans(b, smem_addr(vb + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P +
-                                           db * 8 + (lane / 16) * 8));
-            mma_16816<T>(o[db], a, b[0], b[1]);
-            mma_16816<T>(o[db + 1], a, b[2], b[3]);
+            ldmatrix_x4(b, smem_addr(kb + (nb * 8 + (lane % 8) + (lane / 16) * 8) * P + kk * 16 +
+                                     ((lane / 8) & 1) * 8));
+            mma_16816<T>(s[nb], a, b[0], b[1]);
+            mma_16816<T>(s[nb + 1], a, b[2], b[3]);
           }
         }
-      } else {
-        // Exact path: a weight of zero never reads V.
+
+        // ---- mask, logit transform, online softmax (rows row0 and row0 + 8) ----
+        const std::uint64_t* tile_bits =
+            bits_index >= 0 ? p.sched.bits + se.bits +
+                                  static_cast<std::int64_t>(bits_index) * BN * Tr::kWordsPerRow
+                            : nullptr;
 #pragma unroll
         for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-          for (int t = 0; t < 8; ++t) {
-            const int key = nb * 8 + t;
-            const int src = (lane & ~3) | (t >> 1);
-            const float p0 = __shfl_sync(0xffffffffU, s[nb][t & 1], src);
-            const float p1 = __shfl_sync(0xffffffffU, s[nb][2 + (t & 1)], src);
-            if (key >= jn) continue;
+          for (int e = 0; e < 4; ++e) {
+            const int key = nb * 8 + tq * 2 + (e & 1);
+            const int row = row0 + (e >> 1) * 8;
+            bool visible = key < jn && row < qn;
+            if (visible && tile_bits != nullptr) {
+              const int bit = row_bit[e >> 1];
+              const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + bit / 64];
+              visible = ((word >> (bit % 64)) & 1U) != 0;
+            }
+            const float x = capped_logit(p, s[nb][e]) * post;
+            if (softmax) {
+              s[nb][e] = visible ? x : neg_inf();
+            } else {
+              s[nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+            }
+          }
+        }
+        if (softmax) {
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            float mx = neg_inf();
+#pragma unroll
+            for (int nb = 0; nb < NB; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
+            const float m_new = fmaxf(m[r], mx);
+            const float m_use = m_new == neg_inf() ? 0.0F : m_new;
+            const float alpha = exp2f(m[r] - m_use);
+            float sum = 0.0F;
+#pragma unroll
+            for (int nb = 0; nb < NB; ++nb) {
+              s[nb][2 * r] = exp2f(s[nb][2 * r] - m_use);
+              s[nb][2 * r + 1] = exp2f(s[nb][2 * r + 1] - m_use);
+              sum += s[nb][2 * r] + s[nb][2 * r + 1];
+            }
+            l[r] = l[r] * alpha + sum;  // per-thread partial; the quad is summed in the epilogue
+            m[r] = m_new;
 #pragma unroll
             for (int db = 0; db < DB; ++db) {
+              o[db][2 * r] *= alpha;
+              o[db][2 * r + 1] *= alpha;
+            }
+          }
+        }
+
+        // ---- O += P V ----
+        if (!v_nonfinite) {
 #pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const float pw = e < 2 ? p0 : p1;
-                if (pw != 0.0F) {
-                  o[db][e] = fmaf(pw, to_float(vb[key * P + db * 8 + tq * 2 + (e & 1)]), o[db][e]);
+          for (int kk = 0; kk < BN / 16; ++kk) {
+            const std::uint32_t a[4] = {pack_pair<T>(s[2 * kk][0], s[2 * kk][1]),
+                                        pack_pair<T>(s[2 * kk][2], s[2 * kk][3]),
+                                        pack_pair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                        pack_pair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+            for (int db = 0; db < DB; db += 2) {
+              std::uint32_t b[4];
+              ldmatrix_x4_trans(
+                  b, smem_addr(vb + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P + db * 8 +
+                               (lane / 16) * 8));
+              mma_16816<T>(o[db], a, b[0], b[1]);
+              mma_16816<T>(o[db + 1], a, b[2], b[3]);
+            }
+          }
+        } else {
+          // Exact path: a weight of zero never reads V.
+#pragma unroll
+          for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+              const int key = nb * 8 + t;
+              const int src = (lane & ~3) | (t >> 1);
+              const float p0 = __shfl_sync(0xffffffffU, s[nb][t & 1], src);
+              const float p1 = __shfl_sync(0xffffffffU, s[nb][2 + (t & 1)], src);
+              if (key >= jn) continue;
+#pragma unroll
+              for (int db = 0; db < DB; ++db) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                  const float pw = e < 2 ? p0 : p1;
+                  if (pw != 0.0F) {
+                    o[db][e] =
+                        fmaf(pw, to_float(vb[key * P + db * 8 + tq * 2 + (e & 1)]), o[db][e]);
+                  }
                 }
               }
             }
@@ -317,44 +325,49 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D>::kThreads)
 }
 
 /// Resident blocks per SM (0 when the kernel cannot be configured).
-template <int ELEM, int D>
+template <int ELEM, int D, int WARPS>
 int forward_mma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  using Tr = ForwardMmaTraits<D>;
+  using Tr = ForwardMmaTraits<D, WARPS>;
   if (!fits_shared_memory(Tr::kSmemBytes)) return 0;
-  if (cudaFuncSetAttribute(forward_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+  if (cudaFuncSetAttribute(forward_mma_kernel<T, D, WARPS>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(Tr::kSmemBytes)) != cudaSuccess) {
     (void)cudaGetLastError();  // not sticky: the caller falls back to the generic kernel
     return 0;
   }
   int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, forward_mma_kernel<T, D>, Tr::kThreads,
-                                                    Tr::kSmemBytes) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, forward_mma_kernel<T, D, WARPS>,
+                                                    Tr::kThreads, Tr::kSmemBytes) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }
   return blocks;
 }
 
-template <int ELEM, int D>
+template <int ELEM, int D, int WARPS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  using Tr = ForwardMmaTraits<D>;
-  if (cudaError_t e = cudaFuncSetAttribute(forward_mma_kernel<T, D>,
+  using Tr = ForwardMmaTraits<D, WARPS>;
+  if (cudaError_t e = cudaFuncSetAttribute(forward_mma_kernel<T, D, WARPS>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            static_cast<int>(Tr::kSmemBytes));
       e != cudaSuccess) {
     return e;
   }
-  launch_kernel(forward_mma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+  launch_kernel(forward_mma_kernel<T, D, WARPS>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   return launch_merge(p, stream);
 }
 
 }  // namespace longattn::detail::cuda
 
-/// Explicit instantiation of one (element type, head dim) forward: one per generated file.
-#define LONGATTN_INSTANTIATE_FORWARD_MMA(ELEM, D)                           \
-  template int longattn::detail::cuda::forward_mma_occupancy<ELEM, D>();    \
-  template cudaError_t longattn::detail::cuda::launch_forward_mma<ELEM, D>( \
+/// Explicit instantiation of one (element type, head dim, warps) forward: one per generated
+/// file (kernels.list kind fwd: 4 warps, 64-row tiles; fwdw: 8 warps, 128-row tiles).
+#define LONGATTN_INSTANTIATE_FORWARD_MMA_WARPS(ELEM, D, WARPS)                     \
+  template int longattn::detail::cuda::forward_mma_occupancy<ELEM, D, WARPS>();    \
+  template cudaError_t longattn::detail::cuda::launch_forward_mma<ELEM, D, WARPS>( \
       const longattn::detail::cuda::AttnParams&, int, cudaStream_t);
+#define LONGATTN_INSTANTIATE_FORWARD_MMA(ELEM, D) LONGATTN_INSTANTIATE_FORWARD_MMA_WARPS(ELEM, D, 4)
+#define LONGATTN_INSTANTIATE_FORWARD_MMA_WIDE(ELEM, D) \
+  LONGATTN_INSTANTIATE_FORWARD_MMA_WARPS(ELEM, D, 8)
