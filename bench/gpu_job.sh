@@ -64,6 +64,12 @@ if want check; then
   rc=$?
   grep -E "FAIL" "$LOGS/check.log" | head -n 20
   record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
+  # The check shapes are small, so the rule picks 64-row forward tiles; run the 128-row ones too.
+  LONGATTN_CUDA_FORWARD_TILE=128 timeout 200 "$CLI" check --device cuda --quick "${filter[@]}" \
+    >"$LOGS/check_tile128.log" 2>&1
+  rc=$?
+  grep -E "FAIL" "$LOGS/check_tile128.log" | head -n 20
+  record check128 "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check_tile128.log")"
 fi
 
 if want sanitize; then
@@ -85,6 +91,14 @@ if want bench; then
     --json "$OUT/longattn_gpu.json" >"$LOGS/bench.log" 2>&1
   rc=$?
   record bench "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -c '^fwd\|^bwd' "$LOGS/bench.log") rows"
+  # A/B of the forward's query tile on the bar's shape (the rule's choice is in bench.log).
+  for tile in 64 128; do
+    LONGATTN_CUDA_FORWARD_TILE=$tile timeout 120 "$CLI" bench --device cuda --dtype bf16 --B 1 \
+      --H 16 --S 16384 --D 128 --mask full,causal --fwd --reps 5 --no-check \
+      >"$LOGS/bench_tile$tile.log" 2>&1
+    record "tile$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
+      "$(grep '^fwd' "$LOGS/bench_tile$tile.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
+  done
 fi
 
 if want anchors; then

@@ -85,7 +85,8 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
 
 }  // namespace longattn::emu
 
-// ---- CUDA built-ins for host C++ ----
+// ---- CUDA built-ins for host C++ (CUDA's own reserved names, on purpose) ----
+// NOLINTBEGIN(bugprone-reserved-identifier)
 #undef __shared__
 #define __shared__ static
 #define __launch_bounds__(...)
@@ -145,3 +146,4 @@ cudaError_t longattn_emu_launch(Kernel kernel, dim3 grid, dim3 block, std::size_
                                 const longattn::detail::cuda::AttnParams& params) {
   return ::longattn::emu::launch(kernel, grid, block, smem, params);
 }
+// NOLINTEND(bugprone-reserved-identifier)

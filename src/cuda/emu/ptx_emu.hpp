@@ -44,6 +44,7 @@ void cp_async_wait() {
 namespace emu_detail {
 inline std::uint16_t load_b16(std::uintptr_t row, int element) {
   std::uint16_t v = 0;
+  // NOLINTNEXTLINE(performance-no-int-to-ptr): shared addresses travel as integers, as in PTX
   std::memcpy(&v, reinterpret_cast<const void*>(row + 2 * static_cast<std::uintptr_t>(element)),
               sizeof v);
   return v;
