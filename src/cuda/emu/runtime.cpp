@@ -357,9 +357,11 @@ const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const ch
   if (w.arrived == 32) {
     for (int i = 0; i < 32; ++i) {
       if (w.tags[parity][i] != what && std::strcmp(w.tags[parity][i], what) != 0) {
-        fault(what, ("divergent warp: lane " + std::to_string(i) + " is at " + w.tags[parity][i] +
-                     " instead")
-                        .c_str());
+        // A plain buffer: fault() never returns, so a temporary string would never be freed.
+        char detail[160];
+        std::snprintf(detail, sizeof detail, "divergent warp: lane %d is at %s instead", i,
+                      w.tags[parity][i]);
+        fault(what, detail);
       }
     }
     w.arrived = 0;
