@@ -204,7 +204,16 @@ std::string where() {
   return text;
 }
 
+/// Per-launch operation counts (LONGATTN_EMU_STATS=1 prints them): warp-level instructions of
+/// each kind, block barriers and cp.async bytes, an instruction mix for reasoning about a
+/// kernel's balance without a GPU.
+struct Stats {
+  std::uint64_t mma = 0, ldmatrix = 0, shuffles = 0, barriers = 0, cp_async_bytes = 0;
+};
+Stats g_stats;
+
 void release_block() {
+  ++g_stats.barriers;
   g_launch->scan_from = 0;
   g_launch->block_or_result = g_launch->block_or;
   g_launch->block_or = 0;
@@ -366,6 +375,13 @@ const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const ch
     }
     w.arrived = 0;
     ++w.generation;
+    if (std::strncmp(what, "mma", 3) == 0) {
+      ++g_stats.mma;
+    } else if (std::strncmp(what, "ldmatrix", 8) == 0) {
+      ++g_stats.ldmatrix;
+    } else {
+      ++g_stats.shuffles;
+    }
     const int first = l.reverse ? static_cast<int>(l.fibers.size()) - 32 * (f.linear / 32 + 1)
                                 : 32 * (f.linear / 32);
     l.scan_from = std::min(l.scan_from, first);
@@ -379,6 +395,7 @@ const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const ch
 }
 
 void cp_async_queue(std::uintptr_t dst, const void* src, bool valid) {
+  g_stats.cp_async_bytes += 16;
   // In flight, the destination holds neither its old nor its new bytes: poison now (a read of
   // the old contents after the issue, a missing barrier before refilling a buffer, sees NaN),
   // the data lands at the wait that covers it (a read before that wait sees NaN too).
@@ -456,6 +473,19 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
     }
   }
   g_launch = nullptr;
+  static const bool print_stats = std::getenv("LONGATTN_EMU_STATS") != nullptr;
+  if (print_stats) {
+    std::fprintf(stderr,
+                 "longattn CUDA emulator: grid (%u,%u,%u) x %d threads, %zu B shared: warp mma "
+                 "%llu, ldmatrix %llu, shuffles %llu; barriers %llu; cp.async %.1f KB\n",
+                 grid.x, grid.y, grid.z, threads, dynamic_smem,
+                 static_cast<unsigned long long>(g_stats.mma),
+                 static_cast<unsigned long long>(g_stats.ldmatrix),
+                 static_cast<unsigned long long>(g_stats.shuffles),
+                 static_cast<unsigned long long>(g_stats.barriers),
+                 static_cast<double>(g_stats.cp_async_bytes) / 1024.0);
+  }
+  g_stats = Stats{};
   if (!ok) {
     std::fprintf(stderr, "longattn CUDA emulator: kernel fault: %s\n", l.failure.c_str());
     return record(cudaErrorLaunchFailure);
