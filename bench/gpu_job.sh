@@ -13,6 +13,8 @@
 #   STAGES="build check sanitize" bash bench/gpu_job.sh
 #   STAGES="build bench anchors" bash bench/gpu_job.sh      (build is then a no-op)
 #   STAGES="python" bash bench/gpu_job.sh                   (pip install ., GPU pytest, compare.py)
+#   STAGES="profile" bash bench/gpu_job.sh                  (ncu on the forward and backward
+#                                                             kernels of the bar's shape)
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
 # STAGES (default "build check sanitize bench anchors"), CHECK_FILTER, BENCH_ARGS.
 set -uo pipefail
@@ -111,6 +113,26 @@ if want anchors; then
   PYTHONUNBUFFERED=1 timeout 400 python3 "$anchors/longca_masks_flex.py" --S 16384 \
     --json "$OUT/flex_masks.json" >"$LOGS/flex.log" 2>&1
   record flex "$([ $? -eq 0 ] && echo ok || echo FAIL)" "longca_masks_flex.py"
+fi
+
+if want profile; then
+  stage "ncu: forward (64- and 128-row tiles) and backward kernels on the bar's shape"
+  # One launch of each kernel; the sections that explain a miss against the floors: tensor-pipe
+  # and memory throughput, shared-memory bank conflicts, warp stall reasons, occupancy.
+  sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis
+            --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy
+            --section LaunchStats)
+  for tile in 64 128; do
+    LONGATTN_CUDA_FORWARD_TILE=$tile timeout 240 ncu --kernel-name regex:forward_mma \
+      --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
+      --B 1 --H 16 --S 16384 --D 128 --mask causal --fwd --reps 1 --no-check \
+      >"$LOGS/ncu_fwd_tile$tile.txt" 2>&1
+    record "ncu$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_fwd_tile$tile.txt"
+  done
+  timeout 240 ncu --kernel-name regex:"dkdv_mma|dq_mma" --launch-skip 2 --launch-count 2 \
+    "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
+    --mask causal --bwd --reps 1 --no-check >"$LOGS/ncu_bwd.txt" 2>&1
+  record ncubwd "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd.txt"
 fi
 
 if want python; then
