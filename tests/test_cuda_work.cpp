@@ -179,4 +179,26 @@ TEST(CudaWork, PackingNeedsOneMaskPerGroupAndShortQueries) {
   EXPECT_FALSE(detail::cuda::use_gqa_packing(het.p, *het.set, 64)) << "per-head masks differ";
 }
 
+TEST(CudaWork, WideForwardTilesCoverEverything) {
+  // The 128-row tensor-core forward: two bitmask words per key row, and packing up to 128 rows.
+  for (Pattern pat : benchmark_patterns()) {
+    AttentionOptions o;
+    MaskSpec m = MaskSpec::of(check::scaled_pattern(pat, 700));
+    if (pattern_uses_documents(pat)) m.doc_lens = check::scaled_documents(700);
+    o.mask = &m;
+    const Scheduled s = make(2, 4, 2, 700, 700, o, 128, 64);
+    EXPECT_EQ(s.set->get(0, 0).words_per_row(), 2);
+    for (int slots : {8, 100000}) {
+      expect_consistent(s, build_work_lists(s.p, *s.set, s.columns, slots, 64, false), false, 64);
+    }
+  }
+  AttentionOptions o;
+  o.causal = true;
+  const Scheduled tall = make(1, 8, 2, 17, 300, o, 128, 64);
+  ASSERT_TRUE(detail::cuda::use_gqa_packing(tall.p, *tall.set, 128))
+      << "4 heads x 17 queries fit a 128-row tile";
+  expect_consistent(tall, build_work_lists(tall.p, *tall.set, tall.columns, 264, 64, true), true,
+                    64);
+}
+
 }  // namespace
