@@ -152,18 +152,25 @@ TEST(CudaWork, PackedVarlenWithUnevenQueries) {
   }
 }
 
-TEST(CudaWork, MasksAndVarlenCoverEverything) {
+/// Every benchmark mask at S = 700, `batch` entries, 4 query heads over `hkv`, on tile_q x
+/// tile_k schedules and few or many SMs: the lists cover everything.
+void expect_masks_covered(std::int64_t batch, std::int64_t hkv, std::int64_t tile_q,
+                          std::int64_t tile_k) {
   for (Pattern pat : benchmark_patterns()) {
     AttentionOptions o;
     MaskSpec m = MaskSpec::of(check::scaled_pattern(pat, 700));
     if (pattern_uses_documents(pat)) m.doc_lens = check::scaled_documents(700);
     o.mask = &m;
-    const Scheduled s = make(1, 4, 1, 700, 700, o, 16, 32);
+    const Scheduled s = make(batch, 4, hkv, 700, 700, o, tile_q, tile_k);
+    EXPECT_EQ(s.set->get(0, 0).words_per_row(), (tile_q + 63) / 64);
     for (int slots : {8, 100000}) {
-      expect_consistent(s, build_work_lists(s.p, *s.set, s.columns, slots, 32, false), false, 32);
+      expect_consistent(s, build_work_lists(s.p, *s.set, s.columns, slots, tile_k, false), false,
+                        tile_k);
     }
   }
 }
+
+TEST(CudaWork, MasksAndVarlenCoverEverything) { expect_masks_covered(1, 1, 16, 32); }
 
 TEST(CudaWork, PackingNeedsOneMaskPerGroupAndShortQueries) {
   AttentionOptions o;
@@ -181,17 +188,7 @@ TEST(CudaWork, PackingNeedsOneMaskPerGroupAndShortQueries) {
 
 TEST(CudaWork, WideForwardTilesCoverEverything) {
   // The 128-row tensor-core forward: two bitmask words per key row, and packing up to 128 rows.
-  for (Pattern pat : benchmark_patterns()) {
-    AttentionOptions o;
-    MaskSpec m = MaskSpec::of(check::scaled_pattern(pat, 700));
-    if (pattern_uses_documents(pat)) m.doc_lens = check::scaled_documents(700);
-    o.mask = &m;
-    const Scheduled s = make(2, 4, 2, 700, 700, o, 128, 64);
-    EXPECT_EQ(s.set->get(0, 0).words_per_row(), 2);
-    for (int slots : {8, 100000}) {
-      expect_consistent(s, build_work_lists(s.p, *s.set, s.columns, slots, 64, false), false, 64);
-    }
-  }
+  expect_masks_covered(2, 2, 128, 64);
   AttentionOptions o;
   o.causal = true;
   const Scheduled tall = make(1, 8, 2, 17, 300, o, 128, 64);

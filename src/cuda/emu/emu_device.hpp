@@ -139,11 +139,4 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, F* entry,
       blocks, reinterpret_cast<const void*>(entry), block_size, dynamic_smem);
 }
 
-/// Kernel launch that nvcc writes as kernel<<<grid, block, smem, stream>>>(params).
-template <class Kernel>
-cudaError_t longattn_emu_launch(Kernel kernel, dim3 grid, dim3 block, std::size_t smem,
-                                cudaStream_t /*stream*/,
-                                const longattn::detail::cuda::AttnParams& params) {
-  return ::longattn::emu::launch(kernel, grid, block, smem, params);
-}
 // NOLINTEND(bugprone-reserved-identifier)

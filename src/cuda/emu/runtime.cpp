@@ -457,7 +457,7 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
   l.smem_bytes = dynamic_smem;
   const char* order = std::getenv("LONGATTN_EMU_SCHEDULE");
   l.reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
-  l.smem.assign(dynamic_smem + 16, 0xff);
+  l.smem.resize(dynamic_smem + 16);  // poisoned per block by run_block
   l.fibers.resize(static_cast<std::size_t>(threads));
   l.warps.resize(static_cast<std::size_t>(threads / 32));
   while (stacks.size() < l.fibers.size()) stacks.emplace_back(new char[kStackBytes]);
@@ -507,6 +507,31 @@ int env_int(const char* name, int fallback) {
 /// Streaming multiprocessors the emulated GPU reports (few, so that small problems take the
 /// split-KV paths): LONGATTN_EMU_SMS, default 4.
 int emulated_sms() { return env_int("LONGATTN_EMU_SMS", 4); }
+
+struct ErrorText {
+  const char* name;
+  const char* text;
+};
+/// The error codes the emulator returns, as the real runtime names and describes them.
+ErrorText error_text(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return {"cudaSuccess", "no error"};
+    case cudaErrorInvalidValue:
+      return {"cudaErrorInvalidValue", "invalid argument"};
+    case cudaErrorMemoryAllocation:
+      return {"cudaErrorMemoryAllocation", "out of memory"};
+    case cudaErrorInvalidDevice:
+      return {"cudaErrorInvalidDevice", "invalid device ordinal"};
+    case cudaErrorInvalidConfiguration:
+      return {"cudaErrorInvalidConfiguration", "invalid configuration argument"};
+    case cudaErrorLaunchFailure:
+      return {"cudaErrorLaunchFailure",
+              "unspecified launch failure (CUDA emulator fault; see stderr)"};
+    default:
+      return {"cudaErrorUnknown", "unknown error"};
+  }
+}
 
 void* aligned_block(std::size_t bytes) {
   return std::aligned_alloc(256, ((bytes == 0 ? 1 : bytes) + 255) & ~std::size_t{255});
@@ -570,42 +595,8 @@ cudaError_t cudaGetLastError(void) {
   return e;
 }
 cudaError_t cudaPeekAtLastError(void) { return longattn::emu::g_last_error; }
-const char* cudaGetErrorName(cudaError_t error) {
-  switch (error) {
-    case cudaSuccess:
-      return "cudaSuccess";
-    case cudaErrorInvalidValue:
-      return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation:
-      return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidDevice:
-      return "cudaErrorInvalidDevice";
-    case cudaErrorInvalidConfiguration:
-      return "cudaErrorInvalidConfiguration";
-    case cudaErrorLaunchFailure:
-      return "cudaErrorLaunchFailure";
-    default:
-      return "cudaErrorUnknown";
-  }
-}
-const char* cudaGetErrorString(cudaError_t error) {
-  switch (error) {
-    case cudaSuccess:
-      return "no error";
-    case cudaErrorInvalidValue:
-      return "invalid argument";
-    case cudaErrorMemoryAllocation:
-      return "out of memory";
-    case cudaErrorInvalidDevice:
-      return "invalid device ordinal";
-    case cudaErrorInvalidConfiguration:
-      return "invalid configuration argument";
-    case cudaErrorLaunchFailure:
-      return "unspecified launch failure (CUDA emulator fault; see stderr)";
-    default:
-      return "unknown error";
-  }
-}
+const char* cudaGetErrorName(cudaError_t error) { return error_text(error).name; }
+const char* cudaGetErrorString(cudaError_t error) { return error_text(error).text; }
 cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   *ptr = aligned_block(bytes);
   return *ptr != nullptr ? cudaSuccess : record(cudaErrorMemoryAllocation);

@@ -51,6 +51,17 @@ __device__ __forceinline__ std::uint64_t mask_word(const AttnParams& p, const Sl
   return p.sched.bits[se.bits + static_cast<std::int64_t>(bits_index) * TK + lane];
 }
 
+/// The backward's two dot products of one (query, key) pair from shared rows: q . k and dO . v.
+__device__ __forceinline__ void pair_dots(const float* q, const float* dout, const float* k,
+                                          const float* v, int dim, float& dot, float& dp) {
+  dot = 0.0F;
+  dp = 0.0F;
+  for (int d = 0; d < dim; ++d) {
+    dot = fmaf(q[d], k[d], dot);
+    dp = fmaf(dout[d], v[d], dp);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forward
 // ---------------------------------------------------------------------------------------------
@@ -339,12 +350,10 @@ __global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) 
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) {
           const int row = warp * kRowsPerWarp + r;
-          float dot = 0.0F;
-          float dp = 0.0F;
-          for (int d = 0; d < dim; ++d) {
-            dot = fmaf(qs[row * dim + d], ks[lane * pitch + d], dot);
-            dp = fmaf(dos[row * dim + d], vs[lane * pitch + d], dp);
-          }
+          float dot;
+          float dp;
+          pair_dots(qs + row * dim, dos + row * dim, ks + lane * pitch, vs + lane * pitch, dim, dot,
+                    dp);
           const bool visible = ((word >> row) & 1U) != 0 && row < qn;
           pair_gradient(p, dot, dp, rlse[row], rdot[row], visible, ps[row * TK + lane],
                         dss[row * TK + lane]);
@@ -436,12 +445,10 @@ __global__ void __launch_bounds__(kSimtThreads) dq_kernel(const AttnParams p) {
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) {
         const int row = warp * kRowsPerWarp + r;
-        float dot = 0.0F;
-        float dp = 0.0F;
-        for (int d = 0; d < dim; ++d) {
-          dot = fmaf(qs[row * dim + d], ks[lane * pitch + d], dot);
-          dp = fmaf(dos[row * dim + d], vs[lane * pitch + d], dp);
-        }
+        float dot;
+        float dp;
+        pair_dots(qs + row * dim, dos + row * dim, ks + lane * pitch, vs + lane * pitch, dim, dot,
+                  dp);
         const bool visible = ((word >> row) & 1U) != 0 && row < qn;
         float prob;
         float ds;

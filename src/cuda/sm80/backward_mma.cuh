@@ -98,13 +98,8 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
       if (c0 < c1) issue_q(c0, 0);
       for (std::int64_t c = c0; c < c1; ++c) {
         const int buf = static_cast<int>((c - c0) & 1);
-        if (c + 1 < c1) {
-          issue_q(c + 1, buf ^ 1);
-          cp_async_wait<1>();
-        } else {
-          cp_async_wait<0>();
-        }
-        __syncthreads();
+        await_tile(static_cast<int>(c - c0), static_cast<int>(c1 - c0),
+                   [&](int i, int next_buf) { issue_q(c0 + i, next_buf); });
         const int q0 = p.sched.q_tile[ebase + c] * BM;
         const int qn = min(BM, be.sq - q0);
         const int bits_index = p.sched.col_bits[ebase + c];
@@ -239,13 +234,8 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
     const int entries = static_cast<int>(w.end - w.begin);
     const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(w.h) * be.sq;
     auto issue_kv = [&](int i, int buf) {
-      const int k0 = p.sched.key_tile[ebase + w.begin + i] * BN;
-      const int jn = min(BN, be.skv - k0);
-      load_tile_async<T, D, Tr::kThreads>(ks + buf * BN * P, BN, p.k, be.k + kvh * p.k_hs, p.k_ts,
-                                          k0, jn);
-      load_tile_async<T, D, Tr::kThreads>(vs + buf * BN * P, BN, p.v, be.v + kvh * p.v_hs, p.v_ts,
-                                          k0, jn);
-      cp_async_commit();
+      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, buf, p, be, kvh,
+                                            p.sched.key_tile[ebase + w.begin + i]);
     };
     load_tile_async<T, D, Tr::kThreads>(qs, BM, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn);
     load_tile_async<T, D, Tr::kThreads>(dos, BM, p.dout, be.dout + w.h * p.do_hs, p.do_ts, q0, qn);
@@ -266,13 +256,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
 
     for (int i = 0; i < entries; ++i) {
       const int buf = i & 1;
-      if (i + 1 < entries) {
-        issue_kv(i + 1, buf ^ 1);
-        cp_async_wait<1>();
-      } else {
-        cp_async_wait<0>();
-      }
-      __syncthreads();
+      await_tile(i, entries, issue_kv);
       const int kt = p.sched.key_tile[ebase + w.begin + i];
       const int bits_index = p.sched.row_bits[ebase + w.begin + i];
       const int jn = min(BN, be.skv - kt * BN);

@@ -75,6 +75,35 @@ __device__ __forceinline__ void load_query_tile_async(T* dst, int rows, const At
   }
 }
 
+/// Issues key tile kt of KV head kvh (K and V, BN rows each, rows past the sequence end
+/// zero-filled) into buffer `buf` of the double-buffered ks / vs, as one cp.async group.
+template <class T, int D, int BN, int THREADS>
+__device__ __forceinline__ void issue_kv_tile(T* ks, T* vs, int buf, const AttnParams& p,
+                                              const BatchEntry& be, int kvh, int kt) {
+  constexpr int kPitch = D + 8;
+  const int k0 = kt * BN;
+  const int jn = min(BN, be.skv - k0);
+  load_tile_async<T, D, THREADS>(ks + buf * BN * kPitch, BN, p.k, be.k + kvh * p.k_hs, p.k_ts, k0,
+                                 jn);
+  load_tile_async<T, D, THREADS>(vs + buf * BN * kPitch, BN, p.v, be.v + kvh * p.v_hs, p.v_ts, k0,
+                                 jn);
+  cp_async_commit();
+}
+
+/// One step of a double-buffered mainloop over `count` tiles (tile i in buffer i & 1): issues
+/// tile i + 1 with issue(i + 1, buffer) when there is one, then waits until tile i has landed
+/// and every thread of the block sees it.
+template <class Issue>
+__device__ __forceinline__ void await_tile(int i, int count, Issue&& issue) {
+  if (i + 1 < count) {
+    issue(i + 1, (i + 1) & 1);
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
 template <class T, int D, int WARPS>
 __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
     forward_mma_kernel(const AttnParams p) {
@@ -105,16 +134,9 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
     const SlotEntry& se = sr.entry;
     const std::int64_t ebase = sr.base;
     const int entries = static_cast<int>(w.end - w.begin);
-    const std::int64_t kbase = be.k + kvh * p.k_hs;
-    const std::int64_t vbase = be.v + kvh * p.v_hs;
-
     auto issue_kv = [&](int i, int buf) {
-      const int kt = p.sched.key_tile[ebase + w.begin + i];
-      const int k0 = kt * BN;
-      const int jn = min(BN, be.skv - k0);
-      load_tile_async<T, D, Tr::kThreads>(ks + buf * BN * P, BN, p.k, kbase, p.k_ts, k0, jn);
-      load_tile_async<T, D, Tr::kThreads>(vs + buf * BN * P, BN, p.v, vbase, p.v_ts, k0, jn);
-      cp_async_commit();
+      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, buf, p, be, kvh,
+                                            p.sched.key_tile[ebase + w.begin + i]);
     };
     load_query_tile_async<T, D, Tr::kThreads>(qs, BM, p, be, w.h, w.qt, qn);
     cp_async_commit();
@@ -137,13 +159,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
 
     for (int i = 0; i < entries; ++i) {
       const int buf = i & 1;
-      if (i + 1 < entries) {
-        issue_kv(i + 1, buf ^ 1);
-        cp_async_wait<1>();
-      } else {
-        cp_async_wait<0>();
-      }
-      __syncthreads();
+      await_tile(i, entries, issue_kv);
       const int kt = p.sched.key_tile[ebase + w.begin + i];
       const int bits_index = p.sched.row_bits[ebase + w.begin + i];
       const int jn = min(BN, be.skv - kt * BN);
