@@ -448,11 +448,16 @@ std::int64_t total_rows(const Problem& p) {
 }
 
 /// LONGATTN_CUDA_FORWARD_TILE=64 or 128 forces the tensor-core forward's query tile (where that
-/// instance exists); 0 = the rule in choose_forward.
+/// instance exists); unset or empty = the rule in choose_forward (returns 0).
 int forced_forward_tile() {
   static const int forced = [] {
     const char* v = std::getenv("LONGATTN_CUDA_FORWARD_TILE");
-    return v != nullptr ? std::atoi(v) : 0;
+    if (v == nullptr || *v == '\0') return 0;
+    const std::string text(v);
+    if (text == "64") return kMmaTileQ;
+    if (text == "128") return kMmaWideTileQ;
+    throw Error(ErrorKind::kInvalidArgument, "LONGATTN_CUDA_FORWARD_TILE",
+                "unknown value '" + text + "', expected 64 or 128");
   }();
   return forced;
 }

@@ -456,6 +456,14 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
   l.block = block;
   l.smem_bytes = dynamic_smem;
   const char* order = std::getenv("LONGATTN_EMU_SCHEDULE");
+  if (order != nullptr && *order != '\0' && std::strcmp(order, "forward") != 0 &&
+      std::strcmp(order, "reverse") != 0) {
+    std::fprintf(stderr,
+                 "longattn CUDA emulator: LONGATTN_EMU_SCHEDULE='%s', expected forward "
+                 "or reverse\n",
+                 order);
+    return record(cudaErrorInvalidValue);
+  }
   l.reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
   l.smem.resize(dynamic_smem + 16);  // poisoned per block by run_block
   l.fibers.resize(static_cast<std::size_t>(threads));
