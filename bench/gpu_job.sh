@@ -101,6 +101,16 @@ if want bench; then
     record "tile$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
       "$(grep '^fwd' "$LOGS/bench_tile$tile.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
   done
+  # A/B of the backward's dQ modes on the bar's shape: atomic dQ (default) vs deterministic.
+  for mode in fast deterministic; do
+    flag=""
+    [ "$mode" = deterministic ] && flag="--deterministic"
+    # shellcheck disable=SC2086
+    timeout 120 "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
+      --mask full,causal --bwd --reps 5 --no-check $flag >"$LOGS/bench_bwd_$mode.log" 2>&1
+    record "bwd_$mode" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
+      "$(grep '^bwd' "$LOGS/bench_bwd_$mode.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
+  done
 fi
 
 if want anchors; then

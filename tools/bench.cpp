@@ -120,7 +120,8 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-Row run_config(const Config& c, int reps, int threads, bool with_check, bool gpu) {
+Row run_config(const Config& c, int reps, int threads, bool with_check, bool gpu,
+               bool deterministic) {
   Row row;
   row.cfg = c;
   std::mt19937 rng(1234);
@@ -128,6 +129,7 @@ Row run_config(const Config& c, int reps, int threads, bool with_check, bool gpu
   AttentionOptions o;
   o.mask = &mask;
   o.num_threads = threads;
+  o.deterministic = deterministic;
   HostTensor q(c.dtype, {c.batch, c.sq, c.hq, c.dim}, rng, true);
   HostTensor k(c.dtype, {c.batch, c.skv, c.hkv, c.dim}, rng, true);
   HostTensor v(c.dtype, {c.batch, c.skv, c.hkv, c.dim}, rng, true);
@@ -335,7 +337,7 @@ void add_bench_command(CLI::App& app) {
   struct Args {
     std::string suite = "quick", device = "cpu", dtype, json, masks, lengths;
     std::int64_t batch = 0, hq = 0, hkv = 0, skv = 0, dim = 0, window = -1, doc_len = 0;
-    bool fwd = false, bwd = false, no_check = false;
+    bool fwd = false, bwd = false, no_check = false, deterministic = false;
     int reps = 3, threads = 0;
   };
   auto a = std::make_shared<Args>();
@@ -362,6 +364,8 @@ void add_bench_command(CLI::App& app) {
       ->check(CLI::PositiveNumber);
   cmd->add_option("--threads", a->threads, "CPU threads (default: all)");
   cmd->add_flag("--no-check", a->no_check, "Skip the small-size accuracy check");
+  cmd->add_flag("--deterministic", a->deterministic,
+                "Backward in deterministic mode (the same bits on every run; CUDA: no atomics)");
   cmd->add_option("--json", a->json, "Write the rows as JSON to this file");
   cmd->callback([a]() {
     const bool gpu = a->device == "cuda";
@@ -425,7 +429,7 @@ void add_bench_command(CLI::App& app) {
       ++n;
       fmt::print(stderr, "[{}/{}] {} {} {} S={} ...\n", n, configs.size(),
                  c.backward ? "bwd" : "fwd", c.mask, dtype_name(c.dtype), c.sq);
-      const Row r = run_config(c, a->reps, threads, !a->no_check, gpu);
+      const Row r = run_config(c, a->reps, threads, !a->no_check, gpu, a->deterministic);
       fmt::print(
           "{:<3} {:<22} {:<5} {:>2} {:>3} {:>3} {:>6} {:>6} {:>4} {:>6.3f} {:>10.2f} {:>8.4f} "
           "{:>8.2f} {:>8.0f} {:>9.2e}\n",
@@ -434,6 +438,7 @@ void add_bench_command(CLI::App& app) {
       std::fflush(stdout);
       rows.push_back({{"op", c.backward ? "bwd" : "fwd"},
                       {"impl", "longattn"},
+                      {"deterministic", a->deterministic},
                       {"device", gpu ? "cuda" : "cpu"},
                       {"simd", gpu ? detail::cuda::device_summary() : info.simd},
                       {"threads", threads},

@@ -64,7 +64,12 @@ struct AttentionOptions {
   TensorView cu_seqlens_q;            ///< int32 [B+1] for varlen, else absent.
   TensorView cu_seqlens_k;            ///< int32 [B+1] for varlen, else absent.
   Backend backend = Backend::kAuto;   ///< Implementation choice.
-  int num_threads = 0;                ///< CPU threads (0 = OpenMP default).
+  /// Backward: the same gradient bits on every run. The CUDA tensor-core backward otherwise adds
+  /// dQ with fp32 atomics, whose order (and so the last bits of dQ) varies from run to run; with
+  /// `deterministic` it recomputes the scores per query tile instead (7 tile products instead
+  /// of 5, so slower). The CPU engine and the generic CUDA kernels are always deterministic.
+  bool deterministic = false;
+  int num_threads = 0;  ///< CPU threads (0 = OpenMP default).
   /// CUDA stream (a cudaStream_t) for GPU tensors; null = the legacy default stream. The call
   /// is asynchronous on this stream except for small host<->device copies of cu_seqlens and
   /// sink logits given in GPU memory, which synchronize.

@@ -75,7 +75,7 @@ def attention(q, k, v, *, causal: bool = False, window: Union[None, int, Tuple[i
               sinks: int = 0, sink_logits=None, softcap: float = 0.0, score: str = "softmax",
               sigmoid_bias: float = 0.0, mask: Mask = None, cu_seqlens_q=None, cu_seqlens_k=None,
               scale: Optional[float] = None, return_lse: bool = False, out=None,
-              backend: str = "auto", threads: int = 0):
+              backend: str = "auto", threads: int = 0, deterministic: bool = False):
     """Exact attention ``softmax(scale * q k^T) v`` (or sigmoid attention) with masks.
 
     Layouts: q ``[B, Sq, Hq, D]``, k/v ``[B, Skv, Hkv, D]`` (any strides, last dim contiguous);
@@ -85,7 +85,8 @@ def attention(q, k, v, *, causal: bool = False, window: Union[None, int, Tuple[i
     Returns ``out`` (and ``lse``: fp32 ``[B, Hq, Sq]`` or ``[Hq, total_q]``, natural log).
 
     PyTorch tensors that require grad go through the ``longattn::attention`` custom op, so
-    autograd and ``torch.compile`` work.
+    autograd and ``torch.compile`` work; ``deterministic`` is passed on to its backward (see
+    :func:`attention_backward`).
     """
     if is_torch(q):
         from . import torch as _torch_ops
@@ -93,7 +94,8 @@ def attention(q, k, v, *, causal: bool = False, window: Union[None, int, Tuple[i
                                     sink_logits=sink_logits, softcap=softcap, score=score,
                                     sigmoid_bias=sigmoid_bias, mask=mask, cu_seqlens_q=cu_seqlens_q,
                                     cu_seqlens_k=cu_seqlens_k, scale=scale, return_lse=return_lse,
-                                    out=out, backend=backend, threads=threads)
+                                    out=out, backend=backend, threads=threads,
+                                    deterministic=deterministic)
     opts = _options(q, causal, window, sinks, sink_logits, softcap, score, sigmoid_bias, mask,
                     cu_seqlens_q, cu_seqlens_k, scale, backend, threads)
     if out is None:
@@ -113,16 +115,21 @@ def attention_backward(dout, q, k, v, out, lse, *, causal: bool = False,
                        sink_logits=None, softcap: float = 0.0, score: str = "softmax",
                        sigmoid_bias: float = 0.0, mask: Mask = None, cu_seqlens_q=None,
                        cu_seqlens_k=None, scale: Optional[float] = None, dq=None, dk=None, dv=None,
-                       backend: str = "auto", threads: int = 0):
+                       backend: str = "auto", threads: int = 0, deterministic: bool = False):
     """Gradients of ``sum(out * dout)``: returns ``(dq, dk, dv)``, plus ``dsink_logits`` when
     ``sink_logits`` is given. ``out`` and ``lse`` come from :func:`attention` with
-    ``return_lse=True`` (``lse`` may be None for sigmoid)."""
+    ``return_lse=True`` (``lse`` may be None for sigmoid).
+
+    ``deterministic=True``: the same bits on every run. Without it the CUDA tensor-core backward
+    adds dQ with fp32 atomics (faster; the last bits of dQ vary between runs). The CPU engine is
+    always deterministic."""
     opts = _options(q, causal, window, sinks, sink_logits, softcap, score, sigmoid_bias, mask,
                     cu_seqlens_q, cu_seqlens_k, scale, backend, threads)
     dq = empty_like(q) if dq is None else dq
     dk = empty_like(k) if dk is None else dk
     dv = empty_like(v) if dv is None else dv
     dsink = empty(q, (q.shape[-2],), "float32") if sink_logits is not None else None
-    _core.backward(q, k, v, out, lse, dout, dq, dk, dv, dsink, **opts)
+    _core.backward(q, k, v, out, lse, dout, dq, dk, dv, dsink, deterministic=bool(deterministic),
+                   **opts)
     dq, dk, dv, dsink = (wrap(q, x) for x in (dq, dk, dv, dsink))
     return (dq, dk, dv) if dsink is None else (dq, dk, dv, dsink)

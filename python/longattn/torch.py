@@ -91,7 +91,9 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   sink_logits: Optional[torch.Tensor], cu_q: Optional[torch.Tensor],
                   cu_k: Optional[torch.Tensor], scale: float, causal: bool, window_left: int,
                   window_right: int, sinks: int, softcap: float, score: str, sigmoid_bias: float,
-                  mask_id: int, threads: int) -> Tuple[torch.Tensor, torch.Tensor]:
+                  mask_id: int, threads: int,
+                  deterministic: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    # `deterministic` is for the backward (the autograd formula passes the scalars on).
     out = torch.empty_like(q)
     softmax = score == "softmax"
     lse = torch.empty(_lse_shape(q, cu_q is not None) if softmax else [0], dtype=torch.float32,
@@ -104,7 +106,7 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 @_attention_op.register_fake
 def _(q, k, v, sink_logits, cu_q, cu_k, scale, causal, window_left, window_right, sinks, softcap,
-      score, sigmoid_bias, mask_id, threads):
+      score, sigmoid_bias, mask_id, threads, deterministic):
     shape = _lse_shape(q, cu_q is not None) if score == "softmax" else [0]
     return torch.empty_like(q), q.new_empty(shape, dtype=torch.float32)
 
@@ -115,13 +117,14 @@ def _attention_backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                            sink_logits: Optional[torch.Tensor], cu_q: Optional[torch.Tensor],
                            cu_k: Optional[torch.Tensor], scale: float, causal: bool,
                            window_left: int, window_right: int, sinks: int, softcap: float,
-                           score: str, sigmoid_bias: float, mask_id: int,
-                           threads: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                           score: str, sigmoid_bias: float, mask_id: int, threads: int,
+                           deterministic: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                         torch.Tensor]:
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dsink = torch.empty([q.shape[-2]] if sink_logits is not None else [0], dtype=torch.float32,
                         device=q.device)
     _core.backward(q, k, v, out, lse if score == "softmax" else None, dout.contiguous(), dq, dk, dv,
-                   dsink if sink_logits is not None else None,
+                   dsink if sink_logits is not None else None, deterministic=deterministic,
                    **_opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap,
                            score, sigmoid_bias, mask_id, threads, cu_q, cu_k))
     return dq, dk, dv, dsink
@@ -129,13 +132,13 @@ def _attention_backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
 
 @_attention_backward_op.register_fake
 def _(dout, q, k, v, out, lse, sink_logits, cu_q, cu_k, scale, causal, window_left, window_right,
-      sinks, softcap, score, sigmoid_bias, mask_id, threads):
+      sinks, softcap, score, sigmoid_bias, mask_id, threads, deterministic):
     dsink = q.new_empty([q.shape[-2]] if sink_logits is not None else [0], dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dsink
 
 
 _SCALARS = ("scale", "causal", "window_left", "window_right", "sinks", "softcap", "score",
-            "sigmoid_bias", "mask_id", "threads")
+            "sigmoid_bias", "mask_id", "threads", "deterministic")
 
 
 def _setup_context(ctx, inputs, output):
@@ -143,7 +146,8 @@ def _setup_context(ctx, inputs, output):
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, sink_logits, cu_q, cu_k)
     ctx.scalars = inputs[6:]
-    ctx.mask = _mask_of(inputs[-2])  # strong reference until the backward
+    # A strong reference to the mask until the backward.
+    ctx.mask = _mask_of(inputs[6 + _SCALARS.index("mask_id")])
 
 
 def _backward(ctx, dout, dlse):
@@ -160,7 +164,8 @@ _attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=None, softcap=0.0,
               score="softmax", sigmoid_bias=0.0, mask=None, cu_seqlens_q=None, cu_seqlens_k=None,
-              scale=None, return_lse=False, out=None, backend="auto", threads=0):
+              scale=None, return_lse=False, out=None, backend="auto", threads=0,
+              deterministic=False):
     """:func:`longattn.attention` for torch tensors, differentiable."""
     if backend not in ("auto", "cpu"):
         raise ValueError("backend: the torch op runs the automatic backend; use longattn._longattn "
@@ -171,7 +176,7 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=No
     o, lse = _attention_op(q, k, v, sink_logits, cu_seqlens_q, cu_seqlens_k,
                            math.nan if scale is None else float(scale), bool(causal), left, right,
                            int(sinks), float(softcap), score, float(sigmoid_bias), _mask_id(mask),
-                           int(threads))
+                           int(threads), bool(deterministic))
     if out is not None:
         out.copy_(o)
         o = out

@@ -273,10 +273,10 @@ NB_MODULE(_longattn, m) {
          std::int64_t wr, std::int64_t sinks, const std::optional<In>& sink_logits, float softcap,
          const std::string& score, float bias, std::shared_ptr<longattn::MaskSpec> mask,
          const std::optional<In>& cu_q, const std::optional<In>& cu_k, const std::string& backend,
-         int threads, std::uintptr_t stream) {
-        const CallOptions c =
-            make_options(scale, causal, wl, wr, sinks, sink_logits, softcap, score, bias,
-                         std::move(mask), cu_q, cu_k, backend, threads, stream);
+         int threads, std::uintptr_t stream, bool deterministic) {
+        CallOptions c = make_options(scale, causal, wl, wr, sinks, sink_logits, softcap, score,
+                                     bias, std::move(mask), cu_q, cu_k, backend, threads, stream);
+        c.o.deterministic = deterministic;
         const TensorView qv = view_of(q, "q"), kv = view_of(k, "k"), vv = view_of(v, "v");
         const TensorView ov = view_of(out, "out"), lv = optional_view(lse, "lse");
         const TensorView dov = view_of(dout, "dout"), dqv = view_of(dq, "dq");
@@ -286,7 +286,7 @@ NB_MODULE(_longattn, m) {
         longattn::attention_backward(qv, kv, vv, ov, lv, dov, dqv, dkv, dvv, dsv, c.o);
       },
       "q"_a, "k"_a, "v"_a, "out"_a, "lse"_a, "dout"_a, "dq"_a, "dk"_a, "dv"_a,
-      "dsink_logits"_a = nb::none(), LONGATTN_OPTION_ARGS);
+      "dsink_logits"_a = nb::none(), LONGATTN_OPTION_ARGS, "deterministic"_a = false);
 
   m.def("runtime_info", [] {
     const auto info = longattn::runtime_info();

@@ -45,6 +45,18 @@ def test_autograd_matches_sdpa_float64():
         assert (a.double() - b).abs().max() < 1e-4
 
 
+def test_deterministic_option_reaches_the_backward():
+    """On the CPU both modes are the same deterministic engine: equal bits."""
+    torch.manual_seed(3)
+    q = torch.randn(1, 50, 4, 32, requires_grad=True)
+    k = torch.randn(1, 50, 2, 32, requires_grad=True)
+    v = torch.randn(1, 50, 2, 32, requires_grad=True)
+    fast = torch.autograd.grad(longattn.attention(q, k, v, causal=True).sum(), (q, k, v))
+    det = torch.autograd.grad(longattn.attention(q, k, v, causal=True, deterministic=True).sum(),
+                              (q, k, v))
+    assert all(torch.equal(a, b) for a, b in zip(fast, det))
+
+
 def test_sink_logit_gradient_and_lse():
     torch.manual_seed(2)
     q = torch.randn(1, 40, 2, 32, requires_grad=True)
@@ -66,7 +78,8 @@ def test_sink_logit_gradient_and_lse():
 
 def test_opcheck():
     q, k, v = torch.randn(1, 33, 2, 32), torch.randn(1, 33, 1, 32), torch.randn(1, 33, 1, 32)
-    args = (q, k, v, None, None, None, float("nan"), True, -1, -1, 0, 0.0, "softmax", 0.0, 0, 0)
+    args = (q, k, v, None, None, None, float("nan"), True, -1, -1, 0, 0.0, "softmax", 0.0, 0, 0,
+            False)
     torch.library.opcheck(torch.ops.longattn.attention.default, args)
 
 

@@ -344,16 +344,20 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
     o.copy_back(out.mem.data());
     if (softmax) l.copy_back(lse.mem.data());
   };
-  auto backward_into = [&](Tensors& o) {
+  // `deterministic`: options.deterministic of the run (the CUDA backward's two dQ modes).
+  auto backward_into = [&](Tensors& o, bool deterministic) {
     const TensorView& dsink_view = c.sink_logits ? o.dsink.view : no_view;
     if (!on_gpu) {
+      AttentionOptions h = opts;
+      h.deterministic = deterministic;
       attention_backward(t.q.view, t.k.view, t.v.view, t.out.view, softmax ? t.lse.view : no_view,
-                         t.dout.view, o.dq.view, o.dk.view, o.dv.view, dsink_view, opts);
+                         t.dout.view, o.dq.view, o.dk.view, o.dv.view, dsink_view, h);
       return;
     }
     std::vector<DeviceMirror> keep;
     keep.reserve(4);
-    const AttentionOptions g = gpu_options(keep);
+    AttentionOptions g = gpu_options(keep);
+    g.deterministic = deterministic;
     const DeviceMirror q = mirror(t.q), k = mirror(t.k), v = mirror(t.v), out = mirror(t.out),
                        lse = mirror(t.lse), dout = mirror(t.dout);
     const DeviceMirror dq = mirror(o.dq), dk = mirror(o.dk), dv = mirror(o.dv),
@@ -411,32 +415,41 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
         res.metrics.push_back(
             compare("lse", t.lse, ref_lse, 1e-4 * std::max(1.0, max_abs_of(ref_lse)), 1e-5));
     } else {
-      // ---- backward: backend (twice) vs oracle ----
+      // ---- backward: the default mode, then deterministic mode (twice) vs oracle ----
+      // On the CPU both modes are the same deterministic engine: its two runs must agree.
       t.dout = make_operand_buf(c, c.dtype, false);
       t.dout.fill_random(rng);
-      t.dq = make_operand_buf(c, c.dtype, false);
-      t.dk = make_operand_buf(c, c.dtype, true);
-      t.dv = make_operand_buf(c, c.dtype, true);
-      if (c.sink_logits) t.dsink = Buf::contiguous(DType::kF32, {c.hq});
-      auto run_bwd = [&](Tensors& o) {
+      auto make_grads = [&](Tensors& o) {
+        o.dq = make_operand_buf(c, c.dtype, false);
+        o.dk = make_operand_buf(c, c.dtype, true);
+        o.dv = make_operand_buf(c, c.dtype, true);
+        if (c.sink_logits) o.dsink = Buf::contiguous(DType::kF32, {c.hq});
+      };
+      auto run_bwd = [&](Tensors& o, bool deterministic) {
         o.dq.fill_sentinel();
         o.dk.fill_sentinel();
         o.dv.fill_sentinel();
         o.dsink.fill_sentinel();
-        backward_into(o);
+        backward_into(o, deterministic);
+        res.guards_ok &= o.dq.untouched_outside_view() && o.dk.untouched_outside_view() &&
+                         o.dv.untouched_outside_view();
       };
-      run_bwd(t);
-      res.guards_ok &= t.dq.untouched_outside_view() && t.dk.untouched_outside_view() &&
-                       t.dv.untouched_outside_view();
-      {
+      auto same_grads = [](const Tensors& a, const Tensors& b) {
+        return same_bytes(a.dq, b.dq) && same_bytes(a.dk, b.dk) && same_bytes(a.dv, b.dv) &&
+               same_bytes(a.dsink, b.dsink);
+      };
+      make_grads(t);
+      run_bwd(t, false);
+      Tensors det;
+      make_grads(det);
+      run_bwd(det, true);
+      if (on_gpu) {
         Tensors again;
-        again.dq = make_operand_buf(c, c.dtype, false);
-        again.dk = make_operand_buf(c, c.dtype, true);
-        again.dv = make_operand_buf(c, c.dtype, true);
-        if (c.sink_logits) again.dsink = Buf::contiguous(DType::kF32, {c.hq});
-        run_bwd(again);
-        res.deterministic &= same_bytes(again.dq, t.dq) && same_bytes(again.dk, t.dk) &&
-                             same_bytes(again.dv, t.dv) && same_bytes(again.dsink, t.dsink);
+        make_grads(again);
+        run_bwd(again, true);
+        res.deterministic &= same_grads(again, det);
+      } else {
+        res.deterministic &= same_grads(det, t);
       }
       Buf rdq = make_operand_buf(c, DType::kF32, false);
       Buf rdk = make_operand_buf(c, DType::kF32, true);
@@ -475,15 +488,19 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
         }
         res.metrics.push_back(compare(name, got, ref, bound, tol.rel_l2));
       };
-      grad_metric("dq", t.dq, rdq, ndq);
-      grad_metric("dk", t.dk, rdk, ndk);
-      grad_metric("dv", t.dv, rdv, ndv);
-      if (c.sink_logits) {
-        res.metrics.push_back(compare("dsink", t.dsink, rdsink, 0.0,
-                                      // Sums P_sink * (dO . O) over rows: terms of both signs,
-                                      // each carrying the rounding of O to bf16/fp16.
-                                      c.dtype == DType::kF32 ? 1e-4 : 5e-2));
-      }
+      auto check_grads = [&](const Tensors& got, const std::string& suffix) {
+        grad_metric(("dq" + suffix).c_str(), got.dq, rdq, ndq);
+        grad_metric(("dk" + suffix).c_str(), got.dk, rdk, ndk);
+        grad_metric(("dv" + suffix).c_str(), got.dv, rdv, ndv);
+        if (c.sink_logits) {
+          res.metrics.push_back(compare("dsink" + suffix, got.dsink, rdsink, 0.0,
+                                        // Sums P_sink * (dO . O) over rows: terms of both signs,
+                                        // each carrying the rounding of O to bf16/fp16.
+                                        c.dtype == DType::kF32 ? 1e-4 : 5e-2));
+        }
+      };
+      check_grads(t, "");
+      if (on_gpu) check_grads(det, "(det)");
     }
   } catch (const std::exception& e) {
     res.error = e.what();
@@ -682,7 +699,7 @@ std::vector<Case> default_cases(bool quick) {
   }
   // 5. dtypes on a few configurations.
   for (DType dt : {DType::kBF16, DType::kF16}) {
-    for (int variant = 0; variant < (quick ? 2 : 9); ++variant) {
+    for (int variant = 0; variant < (quick ? 2 : 12); ++variant) {
       Case c;
       c.dtype = dt;
       c.batch = 1;
@@ -731,6 +748,29 @@ std::vector<Case> default_cases(bool quick) {
         c.dim = 64;
         c.sq = 1;
         c.skv = 333;
+      }
+      if (variant == 9) {  // GQA 4, cross lengths, PARTIAL tiles of a causal window
+        c.variant = "dtype+gqa4+window";
+        c.dim = 64;
+        c.hq = 8;
+        c.sq = 200;
+        c.skv = 333;
+        c.causal = true;
+        c.window_left = 70;
+      }
+      if (variant == 10) {
+        c.variant = "dtype+sigmoid";
+        c.score = ScoreFn::kSigmoid;
+        c.sigmoid_bias = -2.0F;
+        c.sq = 190;
+        c.skv = 190;
+      }
+      if (variant == 11) {  // sparse PARTIAL tiles everywhere
+        c.variant = "dtype+bigbird";
+        c.dim = 64;
+        c.sq = 260;
+        c.skv = 260;
+        c.mask = MaskSpec::of(scaled_pattern(Pattern::kBigBird, 260, 26));
       }
       if (variant == 8) {
         c.variant = "dtype+nan/inf";

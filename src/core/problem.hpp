@@ -86,6 +86,7 @@ struct Problem {
   const MaskSpec* mask = nullptr;
   DocTable docs;  // built from mask->doc_lens when present
 
+  bool deterministic = false;  // backward: same bits on every run (options.deterministic)
   int num_threads = 0;
   void* stream = nullptr;  // cudaStream_t of a GPU call (null = the default stream)
   int device_index = -1;   // GPU ordinal of a GPU call, -1 for host tensors

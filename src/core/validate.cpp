@@ -441,6 +441,7 @@ Shapes fill_inputs(Problem& p, const TensorView& q, const TensorView& k, const T
     fail("options.sigmoid_bias", "expected a finite value, got " + std::to_string(o.sigmoid_bias));
   }
   p.sigmoid_bias = o.sigmoid_bias;
+  p.deterministic = o.deterministic;
   if (!o.sink_logits.empty_view()) {
     const auto& t = o.sink_logits;
     check_basic(t, "options.sink_logits");

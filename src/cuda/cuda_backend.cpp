@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -107,11 +108,14 @@ ElemType elem_of(DType d) {
 /// Bytes rounded up to 256 (the offset of the next array inside one allocation).
 std::size_t aligned(std::size_t bytes) { return (bytes + 255) & ~static_cast<std::size_t>(255); }
 
-/// Host staging of several arrays that go to the device in one allocation and one copy.
+/// Host staging of several arrays that go to the device in one allocation and one copy: the
+/// staged prefix (add, reserve: zero bytes) is copied; device-only regions (reserve_device,
+/// after every staged one) get no host bytes and no initial values.
 class Packer {
  public:
   template <class E>
   std::size_t add(const E* data, std::size_t count) {
+    require_staging();
     if (count > (std::size_t{1} << 40) / sizeof(E)) {
       throw Error(ErrorKind::kRuntime, "workspace",
                   "table of " + std::to_string(count) + " entries");
@@ -126,15 +130,27 @@ class Packer {
     return add(v.data(), v.size());
   }
   std::size_t reserve(std::size_t bytes) {
+    require_staging();
     const std::size_t offset = bytes_.size();
     bytes_.resize(offset + aligned(bytes));
     return offset;
   }
-  [[nodiscard]] std::size_t size() const { return bytes_.size(); }
+  std::size_t reserve_device(std::size_t bytes) {
+    const std::size_t offset = size();
+    device_only_ += aligned(bytes);
+    return offset;
+  }
+  [[nodiscard]] std::size_t size() const { return bytes_.size() + device_only_; }
+  /// The staged prefix: what one copy moves to the device.
+  [[nodiscard]] std::size_t staged_size() const { return bytes_.size(); }
   [[nodiscard]] const unsigned char* data() const { return bytes_.data(); }
 
  private:
+  void require_staging() const {
+    if (device_only_ != 0) throw std::logic_error("Packer: staged region after a device-only one");
+  }
   std::vector<unsigned char> bytes_;
+  std::size_t device_only_ = 0;
 };
 
 template <class E>
@@ -598,13 +614,13 @@ void forward(const Problem& p) {
   const std::size_t o_table = pk.add(table);
   const std::size_t o_sinks = pk.add(p.sink_logits);
   const std::size_t o_counter = pk.reserve(2 * sizeof(std::int32_t));
-  const std::size_t o_acc = pk.reserve(static_cast<std::size_t>(work->num_parts) * tile_q *
-                                       static_cast<std::size_t>(p.dim) * sizeof(float));
+  const std::size_t o_acc = pk.reserve_device(static_cast<std::size_t>(work->num_parts) * tile_q *
+                                              static_cast<std::size_t>(p.dim) * sizeof(float));
   const std::size_t o_ml =
-      pk.reserve(static_cast<std::size_t>(work->num_parts) * tile_q * 2 * sizeof(float));
+      pk.reserve_device(static_cast<std::size_t>(work->num_parts) * tile_q * 2 * sizeof(float));
   CallWorkspace ws(pk.size(), stream);
   // The tables and the zeroed counters; the partial buffers need no initial values.
-  check(cudaMemcpyAsync(ws.get(), pk.data(), o_acc, cudaMemcpyHostToDevice, stream),
+  check(cudaMemcpyAsync(ws.get(), pk.data(), pk.staged_size(), cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync (forward tables)");
   a.batch = at<BatchEntry>(ws.get(), o_table);
   a.sink_logits = p.has_sink_logits() ? at<float>(ws.get(), o_sinks) : nullptr;
@@ -667,26 +683,40 @@ void backward(const Problem& p) {
   if (work->num_full_work == 0 && work->num_col_work == 0 && p.dsink == nullptr) return;
 
   const std::int64_t rows = total_rows(p) * p.hq;
+  // The fast tensor-core backward adds dQ into an fp32 accumulator with atomics.
+  const bool atomic_dq = mma != nullptr && !p.deterministic;
   Packer pk;
   const std::size_t o_table = pk.add(table);
   const std::size_t o_sinks = pk.add(p.sink_logits);
   const std::size_t o_counter = pk.reserve(2 * sizeof(std::int32_t));
-  const std::size_t o_dot = pk.reserve(static_cast<std::size_t>(rows) * sizeof(float));
-  const std::size_t o_lse2 = pk.reserve(static_cast<std::size_t>(rows) * sizeof(float));
+  const std::size_t o_dot = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
+  const std::size_t o_lse2 = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
+  const std::size_t o_dq_accum =
+      pk.reserve_device(atomic_dq ? static_cast<std::size_t>(rows * p.dim) * sizeof(float) : 0);
   CallWorkspace ws(pk.size(), stream);
-  check(cudaMemcpyAsync(ws.get(), pk.data(), o_dot, cudaMemcpyHostToDevice, stream),
+  check(cudaMemcpyAsync(ws.get(), pk.data(), pk.staged_size(), cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync (backward tables)");
   a.batch = at<BatchEntry>(ws.get(), o_table);
   a.sink_logits = p.has_sink_logits() ? at<float>(ws.get(), o_sinks) : nullptr;
   a.work_counter = at<std::int32_t>(ws.get(), o_counter);
+  a.packed_rows = rows;
   a.row_dot = at<float>(ws.get(), o_dot);
   a.row_lse2 = at<float>(ws.get(), o_lse2);
+  if (atomic_dq) {
+    a.dq_accum = at<float>(ws.get(), o_dq_accum);
+    check(cudaMemsetAsync(a.dq_accum, 0, static_cast<std::size_t>(rows * p.dim) * sizeof(float),
+                          stream),
+          "cudaMemsetAsync (backward dQ accumulator)");
+  }
   a.sched = work->sched;
   a.row_work = work->full_work;
   a.num_row_work = work->num_full_work;
   a.col_work = work->col_work;
   a.num_col_work = work->num_col_work;
-  const int grid = std::max(1, std::min(std::max(work->num_full_work, work->num_col_work), slots));
+  // The fast backward has no dQ pass: its grid covers the dK/dV work alone.
+  const int items =
+      atomic_dq ? work->num_col_work : std::max(work->num_full_work, work->num_col_work);
+  const int grid = std::max(1, std::min(items, slots));
   if (mma != nullptr) {
     check(launch_backward_prologue(a, stream), "backward prologue launch");
     check(mma->launch(a, grid, stream),

@@ -108,9 +108,14 @@ struct AttnParams {
   float* dsink = nullptr;  // backward: device fp32 [hq] (stride dsink_stride) or null
   std::int64_t dsink_stride = 1;
 
-  // Backward per-row workspaces ([b][h][i] packing via BatchEntry::row).
+  // Backward per-row workspaces ([b][h][i] packing via BatchEntry::row: packed row
+  // row * hq + h * sq + i), packed_rows of them.
+  std::int64_t packed_rows = 0;
   float* row_dot = nullptr;   // D_i = dO_i . O_i
   float* row_lse2 = nullptr;  // lse in log2 units; +inf for a row that saw nothing
+  /// Fast (non-deterministic) tensor-core backward: fp32 dQ accumulator [packed_rows][dim],
+  /// zeroed before the launch, added to with atomics. Null = the deterministic dQ pass.
+  float* dq_accum = nullptr;
 };
 
 }  // namespace longattn::detail::cuda

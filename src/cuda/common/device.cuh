@@ -15,8 +15,11 @@
 #ifdef LONGATTN_CUDA_EMULATOR
 #include "cuda/emu/emu_device.hpp"  // the CUDA built-ins for a host compiler
 /// The block's dynamic shared memory as `type* name`.
+// `type` is a type name, not an expression: it cannot be parenthesized.
+// NOLINTBEGIN(bugprone-macro-parentheses)
 #define LONGATTN_DYNAMIC_SHARED(type, name) \
   type* name = reinterpret_cast<type*>(::longattn::emu::dynamic_shared_memory())
+// NOLINTEND(bugprone-macro-parentheses)
 #else
 /// The block's dynamic shared memory as `type name[]`.
 #define LONGATTN_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
@@ -167,6 +170,29 @@ __device__ __forceinline__ void pair_gradient(const AttnParams& p, float dot, fl
   }
   prob = visible ? pr : 0.0F;
   dscore = visible ? ds * p.scale : 0.0F;
+}
+
+/// The batch entry, head and token of a packed per-row workspace index ([b][h][i] packing).
+struct PackedRow {
+  BatchEntry entry;
+  int h;
+  std::int64_t i;
+};
+__device__ __forceinline__ PackedRow packed_row(const AttnParams& p, std::int64_t r) {
+  // The last entry whose first packed row is <= r (entries with no rows share it with the next).
+  int lo = 0;
+  int hi = p.num_batch - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (p.batch[mid].row * p.hq <= r) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  const BatchEntry be = p.batch[lo];
+  const std::int64_t local = r - be.row * p.hq;
+  return {be, static_cast<int>(local / be.sq), local % be.sq};
 }
 
 /// Persistent-block work loop: every block takes the next item from a global counter until

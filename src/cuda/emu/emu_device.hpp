@@ -113,6 +113,11 @@ inline int atomicAdd(int* address, int value) {
   *address = old + value;
   return old;
 }
+inline float atomicAdd(float* address, float value) {
+  const float old = *address;
+  *address = old + value;
+  return old;
+}
 
 template <class T>
 T emu_shfl(T value, int source_lane, const char* what) {

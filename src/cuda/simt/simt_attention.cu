@@ -10,6 +10,9 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "cuda/common/device.cuh"
 #include "cuda/kernels.hpp"
 
@@ -240,27 +243,25 @@ __global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p)
 // ---------------------------------------------------------------------------------------------
 
 /// Per row: D_i = dO_i . O_i and the lse in log2 units (+inf for a row that saw nothing, so that
-/// exp2(x - lse) is 0). One block per (batch entry, head).
+/// exp2(x - lse) is 0). One warp per packed row over a flat grid (balanced whatever B and H are).
 template <class T>
 __global__ void __launch_bounds__(kSimtThreads) row_constants_kernel(const AttnParams p) {
-  const int b = blockIdx.x;  // x: up to 2^31 - 1 batch entries; y: heads (<= 65535, checked)
-  const int h = blockIdx.y;
-  const BatchEntry be = p.batch[b];
-  const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  for (int i = warp; i < be.sq; i += kWarps) {
-    const std::int64_t orow = be.out + static_cast<std::int64_t>(i) * p.o_ts + h * p.o_hs;
-    const std::int64_t drow = be.dout + static_cast<std::int64_t>(i) * p.do_ts + h * p.do_hs;
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * kWarps;
+  for (std::int64_t r = blockIdx.x * kWarps + threadIdx.x / 32; r < p.packed_rows; r += warps) {
+    const PackedRow pr = packed_row(p, r);
+    const BatchEntry& be = pr.entry;
+    const std::int64_t orow = be.out + pr.i * p.o_ts + pr.h * p.o_hs;
+    const std::int64_t drow = be.dout + pr.i * p.do_ts + pr.h * p.do_hs;
     float acc = 0.0F;
     for (int d = lane; d < p.dim; d += 32)
       acc = fmaf(ld<T>(p.out, orow + d), ld<T>(p.dout, drow + d), acc);
     acc = warp_sum(acc);
     if (lane == 0) {
-      const std::int64_t r = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq + i;
       p.row_dot[r] = acc;
       float lse2 = 0.0F;
       if (p.softmax) {
-        const float lse = p.lse[be.lse + h * p.lse_hs + static_cast<std::int64_t>(i) * p.lse_ts];
+        const float lse = p.lse[be.lse + pr.h * p.lse_hs + pr.i * p.lse_ts];
         lse2 = lse == neg_inf() ? pos_inf() : lse * kLog2eF;
       }
       p.row_lse2[r] = lse2;
@@ -523,8 +524,10 @@ struct ForwardLaunch {
 template <class T, int CHUNKS>
 struct PrologueLaunch {
   static cudaError_t run(const AttnParams& p, cudaStream_t stream) {
-    if (p.num_batch > 0 && p.hq > 0) {
-      launch_kernel(row_constants_kernel<T>, dim3(p.num_batch, p.hq), kSimtThreads, 0, stream, p);
+    if (p.packed_rows > 0) {
+      const auto blocks = static_cast<int>(
+          std::min<std::int64_t>((p.packed_rows + kWarps - 1) / kWarps, std::int64_t{1} << 20));
+      launch_kernel(row_constants_kernel<T>, blocks, kSimtThreads, 0, stream, p);
     }
     if (p.dsink != nullptr && p.hq > 0)
       launch_kernel(sink_grad_kernel, p.hq, kSimtThreads, 0, stream, p);
@@ -588,9 +591,9 @@ std::size_t simt_forward_smem(int dim) {
 }
 
 std::size_t simt_backward_smem(int dim) {
-  const std::size_t dkdv =
-      static_cast<std::size_t>(2 * TK * (dim + 1) + 2 * TQ * dim + 2 * TQ * TK + 2 * TQ);
-  const std::size_t dq = static_cast<std::size_t>(2 * TQ * dim + 2 * TK * (dim + 1));
+  const auto d = static_cast<std::size_t>(dim);
+  const std::size_t dkdv = 2 * TK * (d + 1) + 2 * TQ * d + 2 * TQ * TK + 2 * TQ;
+  const std::size_t dq = 2 * TQ * d + 2 * TK * (d + 1);
   return sizeof(float) * (dkdv > dq ? dkdv : dq);
 }
 

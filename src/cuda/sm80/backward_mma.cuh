@@ -1,20 +1,28 @@
 // SPDX-License-Identifier: Apache-2.0
-// Tensor-core backward for bf16/fp16 (sm_80+), FlashAttention-2 style, deterministic: two passes
-// with no atomics (the row constants D_i, lse and dsink come from the generic prologue).
+// Tensor-core backward for bf16/fp16 (sm_80+), FlashAttention-2 style. The row constants D_i, lse
+// and dsink come from the generic prologue. Two modes:
+//
+//   fast (default): one dK/dV pass that also adds each tile's dQ = dS K into an fp32 accumulator
+//     with atomics (5 tile products, as FA2), then a conversion of that accumulator to dQ. The
+//     order of the atomic adds varies from run to run, so dQ may differ in the last bits.
+//   deterministic (options.deterministic): the dK/dV pass, then a dQ pass that recomputes S and
+//     dP per query tile (7 tile products), with no atomics: the same bits on every run.
 //
 //   dK/dV pass: a block owns one 64-key tile of one (batch, KV head); warp w owns keys
 //     16w..16w+15. For each query head of the group and each 64-row query tile of the column
 //     schedule: S^T = K Q^T and dP^T = V dO^T (keys are the mma rows, so P^T and dS^T sit in
 //     the accumulator layout that re-packs as the A operand), then dV += P^T dO and
 //     dK += dS^T Q with dO and Q read by ldmatrix.trans. Q/dO tiles are double buffered.
-//   dQ pass: a block owns one 64-row query tile; warp w owns rows 16w..16w+15. Over the row
-//     schedule: S = Q K^T, dP = dO V^T, dS, dQ += dS K (K by ldmatrix.trans). K/V double
-//     buffered.
-// The extra S and dP products of the dQ pass (7 tile products instead of FA2's 5) buy
-// bitwise-deterministic gradients without atomics or semaphores.
+//     Fast mode: dS^T goes to shared memory, and warp w adds the dQ rows 16w..16w+15 of the
+//     query tile, dS K over the tile's 64 keys, to the fp32 accumulator.
+//   dQ pass (deterministic mode): a block owns one 64-row query tile; warp w owns rows
+//     16w..16w+15. Over the row schedule: S = Q K^T, dP = dO V^T, dS, dQ += dS K (K by
+//     ldmatrix.trans). K/V double buffered.
 #pragma once
 
 #include <cuda_runtime.h>
+
+#include <algorithm>
 
 #include "cuda/common/device.cuh"
 #include "cuda/common/ptx.cuh"
@@ -23,24 +31,81 @@
 
 namespace longattn::detail::cuda {
 
-template <int D>
+template <int D, bool kAtomicDq = false>
 struct BackwardMmaTraits {
   static constexpr int kWarps = 4;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kBlockM = kMmaTileQ;  // query rows of a tile
   static constexpr int kBlockN = kMmaTileK;  // keys of a tile
   static constexpr int kPitch = D + 8;
-  // Both passes: two resident tiles and two double-buffered ones, plus row constants.
+  static constexpr int kDsPitch = kBlockM + 8;  // dS^T tile [key][query] (fast mode)
+  // Both passes: two resident tiles and two double-buffered ones, plus row constants; the fast
+  // dK/dV pass adds the dS^T tile.
   static constexpr std::size_t kSmemBytes =
       sizeof(std::uint16_t) * static_cast<std::size_t>(6 * 64 * kPitch) +
-      sizeof(float) * 4 * kBlockM;
+      sizeof(float) * 4 * kBlockM +
+      (kAtomicDq ? sizeof(std::uint16_t) * static_cast<std::size_t>(kBlockN * kDsPitch) : 0);
   static_assert(kBlockM == 64 && kBlockN == 64 && D % 16 == 0 && D <= 128, "tile shapes");
 };
 
+/// Fast mode: dQ[q0 + 16w .. +15] += dS K for warp w over one 64 x 64 tile, added to the fp32
+/// accumulator (row `row0` of p.dq_accum is the tile's first query). dS comes from the dS^T tile
+/// in shared memory by ldmatrix.trans, K from its tile as in the dQ pass. D is done in chunks of
+/// 64 columns to keep the accumulator small next to the live dK/dV registers.
 template <class T, int D>
+__device__ __forceinline__ void add_tile_dq(const AttnParams& p, const T* dss, const T* ks,
+                                            std::int64_t row0, int qn) {
+  using Tr = BackwardMmaTraits<D, true>;
+  constexpr int P = Tr::kPitch;
+  constexpr int DP = Tr::kDsPitch;
+  constexpr int kChunk = D < 64 ? D / 8 : 8;  // n8 blocks per chunk
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int row = warp * 16 + (lane >> 2);
+  const int tq = lane & 3;
+#pragma unroll
+  for (int c0 = 0; c0 < D / 8; c0 += kChunk) {
+    float acc[kChunk][4];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0F;
+#pragma unroll
+    for (int kk = 0; kk < Tr::kBlockN / 16; ++kk) {
+      std::uint32_t a[4];
+      ldmatrix_x4_trans(a, smem_addr(dss + (kk * 16 + (lane / 16) * 8 + lane % 8) * DP + warp * 16 +
+                                     ((lane / 8) & 1) * 8));
+#pragma unroll
+      for (int j = 0; j < kChunk; j += 2) {
+        std::uint32_t b[4];
+        ldmatrix_x4_trans(b, smem_addr(ks + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P +
+                                       (c0 + j) * 8 + (lane / 16) * 8));
+        mma_16816<T>(acc[j], a, b[0], b[1]);
+        mma_16816<T>(acc[j + 1], a, b[2], b[3]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (row + r * 8 >= qn) continue;
+      float* dst = p.dq_accum + (row0 + row + r * 8) * D + c0 * 8 + tq * 2;
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        // One vector reduction per column pair (sm_90): half the atomic instructions.
+        atomicAdd(reinterpret_cast<float2*>(dst + j * 8),
+                  make_float2(acc[j][2 * r], acc[j][2 * r + 1]));
+#else
+        atomicAdd(dst + j * 8, acc[j][2 * r]);
+        atomicAdd(dst + j * 8 + 1, acc[j][2 * r + 1]);
+#endif
+      }
+    }
+  }
+}
+
+/// dK/dV over p.col_work; with kAtomicDq also dQ into p.dq_accum (fp32, packed rows x D).
+template <class T, int D, bool kAtomicDq>
 __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
     dkdv_mma_kernel(const AttnParams p) {
-  using Tr = BackwardMmaTraits<D>;
+  using Tr = BackwardMmaTraits<D, kAtomicDq>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
   constexpr int P = Tr::kPitch;
@@ -52,6 +117,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
   T* qs = vs + BN * P;                                      // [2][BM][P]
   T* dos = qs + 2 * BM * P;                                 // [2][BM][P]
   auto* rows = reinterpret_cast<float*>(dos + 2 * BM * P);  // [2][lse2 BM | rowdot BM]
+  T* dss = reinterpret_cast<T*>(rows + 4 * BM);             // [BN][kDsPitch] (fast mode)
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int group = lane >> 2;
@@ -178,6 +244,20 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
             mma_16816<T>(dk[db], ads, b[0], b[1]);
             mma_16816<T>(dk[db + 1], ads, b[2], b[3]);
           }
+          if constexpr (kAtomicDq) {  // dS^T rows key0 and key0 + 8, query pairs of this kk
+            constexpr int DP = Tr::kDsPitch;
+            const int qc = kk * 16 + tq * 2;
+            auto* d0 = reinterpret_cast<std::uint32_t*>(dss + key0 * DP + qc);
+            auto* d1 = reinterpret_cast<std::uint32_t*>(dss + (key0 + 8) * DP + qc);
+            d0[0] = ads[0];
+            d1[0] = ads[1];
+            d0[4] = ads[2];  // queries qc + 8, qc + 9
+            d1[4] = ads[3];
+          }
+        }
+        if constexpr (kAtomicDq) {
+          __syncthreads();  // the whole dS^T tile is in shared memory
+          add_tile_dq<T, D>(p, dss, ks, rbase + q0, qn);
         }
         __syncthreads();  // this buffer is refilled by the prefetch of iteration c + 2
       }
@@ -343,46 +423,85 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
   });
 }
 
+/// Fast mode: dQ = the fp32 accumulator in the input type, one warp per packed row.
+template <class T, int D>
+__global__ void __launch_bounds__(128) dq_accum_convert_kernel(const AttnParams p) {
+  const std::int64_t rows = p.packed_rows;
+  const int lane = threadIdx.x % 32;
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (std::int64_t r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; r < rows; r += warps) {
+    const PackedRow pr = packed_row(p, r);
+    T* dq = static_cast<T*>(p.dq) + pr.entry.dq + pr.i * p.dq_ts + pr.h * p.dq_hs;
+    const float* acc = p.dq_accum + r * D;
+#pragma unroll
+    for (int c = 2 * lane; c < D; c += 64) {
+      *reinterpret_cast<std::uint32_t*>(dq + c) = pack_pair<T>(acc[c], acc[c + 1]);
+    }
+  }
+}
+
+/// Sets the kernel's dynamic shared memory limit and reads its resident blocks per SM.
+template <class Kernel>
+cudaError_t mma_blocks_per_sm(Kernel* kernel, std::size_t smem, int* blocks) {
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem));
+      e != cudaSuccess) {
+    return e;
+  }
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel,
+                                                       BackwardMmaTraits<64>::kThreads, smem);
+}
+
+/// Resident blocks per SM of the three backward kernels (the least of them; the fast dK/dV pass
+/// has the largest shared memory), or 0 when one of them cannot run here.
 template <int ELEM, int D>
 int backward_mma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  using Tr = BackwardMmaTraits<D>;
-  const int smem = static_cast<int>(Tr::kSmemBytes);
-  if (!fits_shared_memory(Tr::kSmemBytes)) return 0;
-  int a = 0;
-  int b = 0;
-  if (cudaFuncSetAttribute(dkdv_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           smem) != cudaSuccess ||
-      cudaFuncSetAttribute(dq_mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           smem) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&a, dkdv_mma_kernel<T, D>, Tr::kThreads,
-                                                    Tr::kSmemBytes) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, dq_mma_kernel<T, D>, Tr::kThreads,
-                                                    Tr::kSmemBytes) != cudaSuccess) {
+  constexpr std::size_t kSmem = BackwardMmaTraits<D>::kSmemBytes;
+  constexpr std::size_t kFastSmem = BackwardMmaTraits<D, true>::kSmemBytes;
+  if (!fits_shared_memory(kFastSmem)) return 0;
+  int blocks[3] = {0, 0, 0};
+  if (mma_blocks_per_sm(dkdv_mma_kernel<T, D, false>, kSmem, &blocks[0]) != cudaSuccess ||
+      mma_blocks_per_sm(dkdv_mma_kernel<T, D, true>, kFastSmem, &blocks[1]) != cudaSuccess ||
+      mma_blocks_per_sm(dq_mma_kernel<T, D>, kSmem, &blocks[2]) != cudaSuccess) {
     (void)cudaGetLastError();  // not sticky: the caller falls back to the generic kernels
     return 0;
   }
-  return a < b ? a : b;
+  return std::min({blocks[0], blocks[1], blocks[2]});
 }
 
-/// dK/dV then dQ (the prologue of row constants and dsink has run on the same stream).
+/// Fast mode (p.dq_accum set, zeroed): dK/dV with atomic dQ, then the dQ conversion.
+/// Deterministic mode: dK/dV, then the dQ pass. The prologue of row constants and dsink has run
+/// on the same stream.
 template <int ELEM, int D>
 cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  using Tr = BackwardMmaTraits<D>;
-  const int smem = static_cast<int>(Tr::kSmemBytes);
-  if (cudaError_t e = cudaFuncSetAttribute(dkdv_mma_kernel<T, D>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  constexpr int kThreads = BackwardMmaTraits<D>::kThreads;
+  int unused = 0;
+  if (p.dq_accum != nullptr) {
+    constexpr std::size_t kSmem = BackwardMmaTraits<D, true>::kSmemBytes;
+    if (cudaError_t e = mma_blocks_per_sm(dkdv_mma_kernel<T, D, true>, kSmem, &unused);
+        e != cudaSuccess) {
+      return e;
+    }
+    launch_kernel(dkdv_mma_kernel<T, D, true>, grid, kThreads, kSmem, stream, p);
+    if (p.packed_rows > 0) {
+      const auto blocks =
+          static_cast<int>(std::min<std::int64_t>((p.packed_rows + 3) / 4, 1 << 20));
+      launch_kernel(dq_accum_convert_kernel<T, D>, blocks, 128, 0, stream, p);
+    }
+    return cudaGetLastError();
+  }
+  constexpr std::size_t kSmem = BackwardMmaTraits<D>::kSmemBytes;
+  if (cudaError_t e = mma_blocks_per_sm(dkdv_mma_kernel<T, D, false>, kSmem, &unused);
       e != cudaSuccess) {
     return e;
   }
-  if (cudaError_t e = cudaFuncSetAttribute(dq_mma_kernel<T, D>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-      e != cudaSuccess) {
+  if (cudaError_t e = mma_blocks_per_sm(dq_mma_kernel<T, D>, kSmem, &unused); e != cudaSuccess) {
     return e;
   }
-  launch_kernel(dkdv_mma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
-  launch_kernel(dq_mma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+  launch_kernel(dkdv_mma_kernel<T, D, false>, grid, kThreads, kSmem, stream, p);
+  launch_kernel(dq_mma_kernel<T, D>, grid, kThreads, kSmem, stream, p);
   return cudaGetLastError();
 }
 
