@@ -375,10 +375,20 @@ AttnParams base_params(const Problem& p, std::vector<BatchEntry>& table) {
 class CallWorkspace {
  public:
   CallWorkspace(std::size_t bytes, cudaStream_t stream) : stream_(stream) {
-    check(cudaMallocAsync(&memory_, std::max<std::size_t>(bytes, 256), stream),
-          "cudaMallocAsync (workspace, " + std::to_string(bytes) + " bytes)");
+    check(allocate(bytes), "cudaMallocAsync (workspace, " + std::to_string(bytes) + " bytes)");
   }
-  ~CallWorkspace() { cudaFreeAsync(memory_, stream_); }
+  /// Nothing allocated yet: see allocate().
+  explicit CallWorkspace(cudaStream_t stream) : stream_(stream) {}
+  ~CallWorkspace() {
+    if (memory_ != nullptr) cudaFreeAsync(memory_, stream_);
+  }
+  /// Allocates `bytes` (once); on failure nothing is held and the status is returned.
+  cudaError_t allocate(std::size_t bytes) {
+    const cudaError_t status =
+        cudaMallocAsync(&memory_, std::max<std::size_t>(bytes, 256), stream_);
+    if (status != cudaSuccess) memory_ = nullptr;
+    return status;
+  }
   CallWorkspace(const CallWorkspace&) = delete;
   CallWorkspace& operator=(const CallWorkspace&) = delete;
   [[nodiscard]] void* get() const { return memory_; }
@@ -684,16 +694,29 @@ void backward(const Problem& p) {
 
   const std::int64_t rows = total_rows(p) * p.hq;
   // The fast tensor-core backward adds dQ into an fp32 accumulator with atomics.
-  const bool atomic_dq = mma != nullptr && !p.deterministic;
+  bool atomic_dq = mma != nullptr && !p.deterministic;
   Packer pk;
   const std::size_t o_table = pk.add(table);
   const std::size_t o_sinks = pk.add(p.sink_logits);
   const std::size_t o_counter = pk.reserve(2 * sizeof(std::int32_t));
   const std::size_t o_dot = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
   const std::size_t o_lse2 = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
+  const std::size_t without_accum = pk.size();
   const std::size_t o_dq_accum =
       pk.reserve_device(atomic_dq ? static_cast<std::size_t>(rows * p.dim) * sizeof(float) : 0);
-  CallWorkspace ws(pk.size(), stream);
+  CallWorkspace ws(stream);
+  if (const cudaError_t status = ws.allocate(pk.size()); status != cudaSuccess) {
+    // The dQ accumulator is 4 * D bytes per (token, head): where it does not fit, the
+    // deterministic mode, which needs none, runs instead.
+    if (status != cudaErrorMemoryAllocation || !atomic_dq) {
+      check(status,
+            "cudaMallocAsync (backward workspace, " + std::to_string(pk.size()) + " bytes)");
+    }
+    (void)cudaGetLastError();  // not sticky; cleared so the launch checks do not report it
+    atomic_dq = false;
+    check(ws.allocate(without_accum),
+          "cudaMallocAsync (backward workspace, " + std::to_string(without_accum) + " bytes)");
+  }
   check(cudaMemcpyAsync(ws.get(), pk.data(), pk.staged_size(), cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync (backward tables)");
   a.batch = at<BatchEntry>(ws.get(), o_table);

@@ -609,7 +609,14 @@ cudaError_t cudaMalloc(void** ptr, std::size_t bytes) {
   *ptr = aligned_block(bytes);
   return *ptr != nullptr ? cudaSuccess : record(cudaErrorMemoryAllocation);
 }
+/// LONGATTN_EMU_POOL_LIMIT=N: stream-ordered allocations above N bytes fail with
+/// cudaErrorMemoryAllocation (to exercise the callers' out-of-memory paths).
 cudaError_t cudaMallocAsync(void** ptr, std::size_t bytes, cudaStream_t /*stream*/) {
+  static const int limit = env_int("LONGATTN_EMU_POOL_LIMIT", 0);
+  if (limit > 0 && bytes > static_cast<std::size_t>(limit)) {
+    *ptr = nullptr;
+    return record(cudaErrorMemoryAllocation);
+  }
   return cudaMalloc(ptr, bytes);
 }
 cudaError_t cudaFree(void* ptr) {
