@@ -139,10 +139,16 @@ if want profile; then
       >"$LOGS/ncu_fwd_tile$tile.txt" 2>&1
     record "ncu$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_fwd_tile$tile.txt"
   done
-  timeout 240 ncu --kernel-name regex:"dkdv_mma|dq_mma" --launch-skip 2 --launch-count 2 \
+  # The second call of each: fast mode launches dK/dV (with atomic dQ) alone, deterministic
+  # mode dK/dV then dQ.
+  timeout 240 ncu --kernel-name regex:"dkdv_mma" --launch-skip 1 --launch-count 1 \
     "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
     --mask causal --bwd --reps 1 --no-check >"$LOGS/ncu_bwd.txt" 2>&1
   record ncubwd "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd.txt"
+  timeout 240 ncu --kernel-name regex:"dkdv_mma|dq_mma" --launch-skip 2 --launch-count 2 \
+    "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
+    --mask causal --bwd --reps 1 --no-check --deterministic >"$LOGS/ncu_bwd_det.txt" 2>&1
+  record ncubwdet "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd_det.txt"
 fi
 
 if want python; then
