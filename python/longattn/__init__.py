@@ -85,7 +85,8 @@ def attention(q, k, v, *, causal: bool = False, window: Union[None, int, Tuple[i
     Returns ``out`` (and ``lse``: fp32 ``[B, Hq, Sq]`` or ``[Hq, total_q]``, natural log).
 
     PyTorch tensors that require grad go through the ``longattn::attention`` custom op, so
-    autograd and ``torch.compile`` work; ``deterministic`` is passed on to its backward (see
+    autograd and ``torch.compile`` work; ``deterministic`` (or
+    ``torch.use_deterministic_algorithms(True)``) is passed on to its backward (see
     :func:`attention_backward`).
     """
     if is_torch(q):

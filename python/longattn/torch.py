@@ -173,10 +173,12 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=No
     if return_lse and score != "softmax":
         raise ValueError("return_lse: the log-sum-exp is only defined for score='softmax'")
     left, right = _window(window)
+    # torch.use_deterministic_algorithms(True) asks for the deterministic backward too.
+    deterministic = bool(deterministic) or torch.are_deterministic_algorithms_enabled()
     o, lse = _attention_op(q, k, v, sink_logits, cu_seqlens_q, cu_seqlens_k,
                            math.nan if scale is None else float(scale), bool(causal), left, right,
                            int(sinks), float(softcap), score, float(sigmoid_bias), _mask_id(mask),
-                           int(threads), bool(deterministic))
+                           int(threads), deterministic)
     if out is not None:
         out.copy_(o)
         o = out

@@ -55,6 +55,12 @@ def test_deterministic_option_reaches_the_backward():
     det = torch.autograd.grad(longattn.attention(q, k, v, causal=True, deterministic=True).sum(),
                               (q, k, v))
     assert all(torch.equal(a, b) for a, b in zip(fast, det))
+    torch.use_deterministic_algorithms(True)
+    try:
+        also = torch.autograd.grad(longattn.attention(q, k, v, causal=True).sum(), (q, k, v))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(torch.equal(a, b) for a, b in zip(fast, also))
 
 
 def test_sink_logit_gradient_and_lse():
@@ -78,9 +84,15 @@ def test_sink_logit_gradient_and_lse():
 
 def test_opcheck():
     q, k, v = torch.randn(1, 33, 2, 32), torch.randn(1, 33, 1, 32), torch.randn(1, 33, 1, 32)
-    args = (q, k, v, None, None, None, float("nan"), True, -1, -1, 0, 0.0, "softmax", 0.0, 0, 0,
-            False)
+    scalars = (float("nan"), True, -1, -1, 0, 0.0, "softmax", 0.0, 0, 0, False)
+    args = (q, k, v, None, None, None, *scalars)
     torch.library.opcheck(torch.ops.longattn.attention.default, args)
+    out, lse = torch.ops.longattn.attention.default(*args)
+    dout = torch.randn_like(out)
+    for deterministic in (False, True):
+        torch.library.opcheck(torch.ops.longattn.attention_backward.default,
+                              (dout, q, k, v, out, lse, None, None, None, *scalars[:-1],
+                               deterministic))
 
 
 def test_torch_compile_fullgraph():

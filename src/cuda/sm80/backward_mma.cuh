@@ -48,6 +48,15 @@ struct BackwardMmaTraits {
   static_assert(kBlockM == 64 && kBlockN == 64 && D % 16 == 0 && D <= 128, "tile shapes");
 };
 
+/// n8 column blocks per dS K chunk: the largest even divisor of D / 8 up to 8 (D % 16 == 0, so
+/// 2 always divides), so the chunks tile D exactly (D = 80, 96, 112 included).
+constexpr int dq_chunk_blocks(int blocks) {
+  for (int c = 8; c > 2; c -= 2) {
+    if (blocks % c == 0) return c;
+  }
+  return 2;
+}
+
 /// Fast mode: dQ[q0 + 16w .. +15] += dS K for warp w over one 64 x 64 tile, added to the fp32
 /// accumulator (row `row0` of p.dq_accum is the tile's first query). dS comes from the dS^T tile
 /// in shared memory by ldmatrix.trans, K from its tile as in the dQ pass. D is done in chunks of
@@ -58,7 +67,8 @@ __device__ __forceinline__ void add_tile_dq(const AttnParams& p, const T* dss, c
   using Tr = BackwardMmaTraits<D, true>;
   constexpr int P = Tr::kPitch;
   constexpr int DP = Tr::kDsPitch;
-  constexpr int kChunk = D < 64 ? D / 8 : 8;  // n8 blocks per chunk
+  constexpr int kChunk = dq_chunk_blocks(D / 8);  // n8 blocks per chunk
+  static_assert((D / 8) % kChunk == 0 && kChunk % 2 == 0, "chunks tile D");
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int row = warp * 16 + (lane >> 2);
