@@ -702,8 +702,8 @@ void backward(const Problem& p) {
   const std::size_t o_dot = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
   const std::size_t o_lse2 = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
   const std::size_t without_accum = pk.size();
-  const std::size_t o_dq_accum =
-      pk.reserve_device(atomic_dq ? static_cast<std::size_t>(rows * p.dim) * sizeof(float) : 0);
+  const std::size_t accum_bytes = static_cast<std::size_t>(rows * p.dim) * sizeof(float);
+  const std::size_t o_dq_accum = pk.reserve_device(atomic_dq ? accum_bytes : 0);
   CallWorkspace ws(stream);
   if (const cudaError_t status = ws.allocate(pk.size()); status != cudaSuccess) {
     // The dQ accumulator is 4 * D bytes per (token, head): where it does not fit, the
@@ -727,8 +727,7 @@ void backward(const Problem& p) {
   a.row_lse2 = at<float>(ws.get(), o_lse2);
   if (atomic_dq) {
     a.dq_accum = at<float>(ws.get(), o_dq_accum);
-    check(cudaMemsetAsync(a.dq_accum, 0, static_cast<std::size_t>(rows * p.dim) * sizeof(float),
-                          stream),
+    check(cudaMemsetAsync(a.dq_accum, 0, accum_bytes, stream),
           "cudaMemsetAsync (backward dQ accumulator)");
   }
   a.sched = work->sched;

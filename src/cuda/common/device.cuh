@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/kernels.hpp"
@@ -133,6 +134,13 @@ __device__ __forceinline__ int tile_rows(const AttnParams& p, int qt, int tq, in
   return p.pack_gqa ? min(tq, p.group * sq) : min(tq, sq - qt * tq);
 }
 
+/// Raises a kernel's dynamic shared memory limit to `smem` bytes (required above 48 KB).
+template <class Kernel>
+cudaError_t allow_dynamic_smem(Kernel* kernel, std::size_t smem) {
+  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              static_cast<int>(smem));
+}
+
 /// True when `bytes` of dynamic shared memory (plus the persistent loop's static slot) fit one
 /// block on the current GPU. Asked before cudaFuncSetAttribute, whose failure would leave a
 /// sticky "last error" that a later launch check would report.
@@ -193,6 +201,20 @@ __device__ __forceinline__ PackedRow packed_row(const AttnParams& p, std::int64_
   const BatchEntry be = p.batch[lo];
   const std::int64_t local = r - be.row * p.hq;
   return {be, static_cast<int>(local / be.sq), local % be.sq};
+}
+
+/// Per-row kernels (one warp per packed row) run blocks of kRowWarps warps over a flat grid.
+inline constexpr int kRowWarps = 4;
+inline int packed_row_blocks(std::int64_t rows) {
+  return static_cast<int>(
+      std::min<std::int64_t>((rows + kRowWarps - 1) / kRowWarps, std::int64_t{1} << 20));
+}
+/// body(r, packed_row(p, r)) for this warp's packed rows (grid-stride over p.packed_rows).
+template <class Body>
+__device__ __forceinline__ void for_each_packed_row(const AttnParams& p, Body&& body) {
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * kRowWarps;
+  for (std::int64_t r = blockIdx.x * kRowWarps + threadIdx.x / 32; r < p.packed_rows; r += warps)
+    body(r, packed_row(p, r));
 }
 
 /// Persistent-block work loop: every block takes the next item from a global counter until

@@ -10,7 +10,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdint>
 
 #include "cuda/common/device.cuh"
@@ -245,11 +244,9 @@ __global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p)
 /// Per row: D_i = dO_i . O_i and the lse in log2 units (+inf for a row that saw nothing, so that
 /// exp2(x - lse) is 0). One warp per packed row over a flat grid (balanced whatever B and H are).
 template <class T>
-__global__ void __launch_bounds__(kSimtThreads) row_constants_kernel(const AttnParams p) {
+__global__ void __launch_bounds__(32 * kRowWarps) row_constants_kernel(const AttnParams p) {
   const int lane = threadIdx.x % 32;
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * kWarps;
-  for (std::int64_t r = blockIdx.x * kWarps + threadIdx.x / 32; r < p.packed_rows; r += warps) {
-    const PackedRow pr = packed_row(p, r);
+  for_each_packed_row(p, [&](std::int64_t r, const PackedRow& pr) {
     const BatchEntry& be = pr.entry;
     const std::int64_t orow = be.out + pr.i * p.o_ts + pr.h * p.o_hs;
     const std::int64_t drow = be.dout + pr.i * p.do_ts + pr.h * p.do_hs;
@@ -266,7 +263,7 @@ __global__ void __launch_bounds__(kSimtThreads) row_constants_kernel(const AttnP
       }
       p.row_lse2[r] = lse2;
     }
-  }
+  });
 }
 
 /// dsink_h = -sum_i exp(sink_h - lse_i) D_i, in double, reduced in a fixed order.
@@ -504,17 +501,12 @@ cudaError_t dispatch(const AttnParams& p, Args&&... args) {
   return cudaErrorInvalidValue;
 }
 
-template <class Kernel>
-cudaError_t prepare(Kernel kernel, std::size_t smem) {
-  return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              static_cast<int>(smem));
-}
-
 template <class T, int CHUNKS>
 struct ForwardLaunch {
   static cudaError_t run(const AttnParams& p, int grid, cudaStream_t stream) {
     const std::size_t smem = simt_forward_smem(p.dim);
-    if (cudaError_t e = prepare(forward_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    if (cudaError_t e = allow_dynamic_smem(forward_kernel<T, CHUNKS>, smem); e != cudaSuccess)
+      return e;
     launch_kernel(forward_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
     return launch_merge(p, stream);
@@ -525,9 +517,8 @@ template <class T, int CHUNKS>
 struct PrologueLaunch {
   static cudaError_t run(const AttnParams& p, cudaStream_t stream) {
     if (p.packed_rows > 0) {
-      const auto blocks = static_cast<int>(
-          std::min<std::int64_t>((p.packed_rows + kWarps - 1) / kWarps, std::int64_t{1} << 20));
-      launch_kernel(row_constants_kernel<T>, blocks, kSimtThreads, 0, stream, p);
+      launch_kernel(row_constants_kernel<T>, packed_row_blocks(p.packed_rows), 32 * kRowWarps, 0,
+                    stream, p);
     }
     if (p.dsink != nullptr && p.hq > 0)
       launch_kernel(sink_grad_kernel, p.hq, kSimtThreads, 0, stream, p);
@@ -549,7 +540,8 @@ template <class T, int CHUNKS>
 struct ForwardOccupancy {
   static cudaError_t run(const AttnParams& p, int* blocks) {
     const std::size_t smem = simt_forward_smem(p.dim);
-    if (cudaError_t e = prepare(forward_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    if (cudaError_t e = allow_dynamic_smem(forward_kernel<T, CHUNKS>, smem); e != cudaSuccess)
+      return e;
     return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, forward_kernel<T, CHUNKS>,
                                                          kSimtThreads, smem);
   }
@@ -559,7 +551,8 @@ template <class T, int CHUNKS>
 struct BackwardOccupancy {
   static cudaError_t run(const AttnParams& p, int* blocks) {
     const std::size_t smem = simt_backward_smem(p.dim);
-    if (cudaError_t e = prepare(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    if (cudaError_t e = allow_dynamic_smem(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess)
+      return e;
     return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, dkdv_kernel<T, CHUNKS>,
                                                          kSimtThreads, smem);
   }
@@ -569,8 +562,9 @@ template <class T, int CHUNKS>
 struct BackwardLaunch {
   static cudaError_t run(const AttnParams& p, int grid, cudaStream_t stream) {
     const std::size_t smem = simt_backward_smem(p.dim);
-    if (cudaError_t e = prepare(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
-    if (cudaError_t e = prepare(dq_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
+    if (cudaError_t e = allow_dynamic_smem(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess)
+      return e;
+    if (cudaError_t e = allow_dynamic_smem(dq_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
     if (cudaError_t e = launch_backward_prologue(p, stream); e != cudaSuccess) return e;
     launch_kernel(dkdv_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);
     launch_kernel(dq_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);

@@ -435,29 +435,22 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
 
 /// Fast mode: dQ = the fp32 accumulator in the input type, one warp per packed row.
 template <class T, int D>
-__global__ void __launch_bounds__(128) dq_accum_convert_kernel(const AttnParams p) {
-  const std::int64_t rows = p.packed_rows;
+__global__ void __launch_bounds__(32 * kRowWarps) dq_accum_convert_kernel(const AttnParams p) {
   const int lane = threadIdx.x % 32;
-  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * (blockDim.x / 32);
-  for (std::int64_t r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; r < rows; r += warps) {
-    const PackedRow pr = packed_row(p, r);
+  for_each_packed_row(p, [&](std::int64_t r, const PackedRow& pr) {
     T* dq = static_cast<T*>(p.dq) + pr.entry.dq + pr.i * p.dq_ts + pr.h * p.dq_hs;
     const float* acc = p.dq_accum + r * D;
 #pragma unroll
     for (int c = 2 * lane; c < D; c += 64) {
       *reinterpret_cast<std::uint32_t*>(dq + c) = pack_pair<T>(acc[c], acc[c + 1]);
     }
-  }
+  });
 }
 
-/// Sets the kernel's dynamic shared memory limit and reads its resident blocks per SM.
+/// Raises the kernel's shared memory limit and reads its resident blocks per SM.
 template <class Kernel>
 cudaError_t mma_blocks_per_sm(Kernel* kernel, std::size_t smem, int* blocks) {
-  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(smem));
-      e != cudaSuccess) {
-    return e;
-  }
+  if (cudaError_t e = allow_dynamic_smem(kernel, smem); e != cudaSuccess) return e;
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel,
                                                        BackwardMmaTraits<64>::kThreads, smem);
 }
@@ -487,29 +480,21 @@ template <int ELEM, int D>
 cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
   constexpr int kThreads = BackwardMmaTraits<D>::kThreads;
-  int unused = 0;
   if (p.dq_accum != nullptr) {
     constexpr std::size_t kSmem = BackwardMmaTraits<D, true>::kSmemBytes;
-    if (cudaError_t e = mma_blocks_per_sm(dkdv_mma_kernel<T, D, true>, kSmem, &unused);
-        e != cudaSuccess) {
+    if (cudaError_t e = allow_dynamic_smem(dkdv_mma_kernel<T, D, true>, kSmem); e != cudaSuccess)
       return e;
-    }
     launch_kernel(dkdv_mma_kernel<T, D, true>, grid, kThreads, kSmem, stream, p);
     if (p.packed_rows > 0) {
-      const auto blocks =
-          static_cast<int>(std::min<std::int64_t>((p.packed_rows + 3) / 4, 1 << 20));
-      launch_kernel(dq_accum_convert_kernel<T, D>, blocks, 128, 0, stream, p);
+      launch_kernel(dq_accum_convert_kernel<T, D>, packed_row_blocks(p.packed_rows), 32 * kRowWarps,
+                    0, stream, p);
     }
     return cudaGetLastError();
   }
   constexpr std::size_t kSmem = BackwardMmaTraits<D>::kSmemBytes;
-  if (cudaError_t e = mma_blocks_per_sm(dkdv_mma_kernel<T, D, false>, kSmem, &unused);
-      e != cudaSuccess) {
+  if (cudaError_t e = allow_dynamic_smem(dkdv_mma_kernel<T, D, false>, kSmem); e != cudaSuccess)
     return e;
-  }
-  if (cudaError_t e = mma_blocks_per_sm(dq_mma_kernel<T, D>, kSmem, &unused); e != cudaSuccess) {
-    return e;
-  }
+  if (cudaError_t e = allow_dynamic_smem(dq_mma_kernel<T, D>, kSmem); e != cudaSuccess) return e;
   launch_kernel(dkdv_mma_kernel<T, D, false>, grid, kThreads, kSmem, stream, p);
   launch_kernel(dq_mma_kernel<T, D>, grid, kThreads, kSmem, stream, p);
   return cudaGetLastError();

@@ -346,9 +346,7 @@ int forward_mma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
   using Tr = ForwardMmaTraits<D, WARPS>;
   if (!fits_shared_memory(Tr::kSmemBytes)) return 0;
-  if (cudaFuncSetAttribute(forward_mma_kernel<T, D, WARPS>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(Tr::kSmemBytes)) != cudaSuccess) {
+  if (allow_dynamic_smem(forward_mma_kernel<T, D, WARPS>, Tr::kSmemBytes) != cudaSuccess) {
     (void)cudaGetLastError();  // not sticky: the caller falls back to the generic kernel
     return 0;
   }
@@ -365,9 +363,7 @@ template <int ELEM, int D, int WARPS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
   using Tr = ForwardMmaTraits<D, WARPS>;
-  if (cudaError_t e = cudaFuncSetAttribute(forward_mma_kernel<T, D, WARPS>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(Tr::kSmemBytes));
+  if (cudaError_t e = allow_dynamic_smem(forward_mma_kernel<T, D, WARPS>, Tr::kSmemBytes);
       e != cudaSuccess) {
     return e;
   }
