@@ -66,8 +66,9 @@ if want check; then
   rc=$?
   grep -E "FAIL" "$LOGS/check.log" | head -n 20
   record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
-  # The check shapes are small, so the rule picks 64-row forward tiles; run the 128-row ones too.
-  LONGATTN_CUDA_FORWARD_TILE=128 timeout 200 "$CLI" check --device cuda --quick "${filter[@]}" \
+  # The check shapes are small, so the rule picks 64-row forward tiles; run the 128-row ones too,
+  # and the fast backward on 64-key tiles (the default is 128 where instantiated).
+  LONGATTN_CUDA_FORWARD_TILE=128 LONGATTN_CUDA_BACKWARD_TILE=64 timeout 200 "$CLI" check --device cuda --quick "${filter[@]}" \
     >"$LOGS/check_tile128.log" 2>&1
   rc=$?
   grep -E "FAIL" "$LOGS/check_tile128.log" | head -n 20
@@ -101,12 +102,15 @@ if want bench; then
     record "tile$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
       "$(grep '^fwd' "$LOGS/bench_tile$tile.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
   done
-  # A/B of the backward's dQ modes on the bar's shape: atomic dQ (default) vs deterministic.
-  for mode in fast deterministic; do
+  # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles (the default), on 64 x 64
+  # tiles, and the deterministic mode (64 x 64).
+  for mode in fast fast64 deterministic; do
     flag=""
     [ "$mode" = deterministic ] && flag="--deterministic"
+    tile=128
+    [ "$mode" = fast ] || tile=64
     # shellcheck disable=SC2086
-    timeout 120 "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
+    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout 120 "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
       --mask full,causal --bwd --reps 5 --no-check $flag >"$LOGS/bench_bwd_$mode.log" 2>&1
     record "bwd_$mode" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
       "$(grep '^bwd' "$LOGS/bench_bwd_$mode.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
@@ -139,12 +143,15 @@ if want profile; then
       >"$LOGS/ncu_fwd_tile$tile.txt" 2>&1
     record "ncu$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_fwd_tile$tile.txt"
   done
-  # The second call of each: fast mode launches dK/dV (with atomic dQ) alone, deterministic
-  # mode dK/dV then dQ.
-  timeout 240 ncu --kernel-name regex:"dkdv_mma" --launch-skip 1 --launch-count 1 \
-    "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
-    --mask causal --bwd --reps 1 --no-check >"$LOGS/ncu_bwd.txt" 2>&1
-  record ncubwd "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd.txt"
+  # The second call of each: fast mode launches dK/dV (with atomic dQ) alone, on 128- and on
+  # 64-key tiles; deterministic mode dK/dV then dQ.
+  for tile in 128 64; do
+    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout 240 ncu --kernel-name regex:"dkdv_mma" \
+      --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
+      --B 2 --H 16 --S 8192 --D 128 --mask causal --bwd --reps 1 --no-check \
+      >"$LOGS/ncu_bwd_tile$tile.txt" 2>&1
+    record "ncubwd$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd_tile$tile.txt"
+  done
   timeout 240 ncu --kernel-name regex:"dkdv_mma|dq_mma" --launch-skip 2 --launch-count 2 \
     "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
     --mask causal --bwd --reps 1 --no-check --deterministic >"$LOGS/ncu_bwd_det.txt" 2>&1

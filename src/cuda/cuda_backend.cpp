@@ -460,7 +460,7 @@ const MmaKernel* tensor_core_kernel(const Problem& p, MmaKind kind) {
   if (p.dtype != DType::kBF16 && p.dtype != DType::kF16) return nullptr;
   if (generic_forced()) return nullptr;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out)) return nullptr;
-  if (kind == MmaKind::kBackward &&
+  if ((kind == MmaKind::kBackward || kind == MmaKind::kBackwardWide) &&
       (!aligned16(p.dout) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv))) {
     return nullptr;
   }
@@ -523,6 +523,51 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
   return c;
 }
 
+/// LONGATTN_CUDA_BACKWARD_TILE=64 or 128 forces the key tile of the fast tensor-core backward
+/// (where that instance exists); unset or empty = 128 where instantiated (returns 0).
+int forced_backward_tile() {
+  static const int forced = [] {
+    const char* v = std::getenv("LONGATTN_CUDA_BACKWARD_TILE");
+    if (v == nullptr || *v == '\0') return 0;
+    const std::string text(v);
+    if (text == "64") return kMmaTileK;
+    if (text == "128") return kMmaWideTileK;
+    throw Error(ErrorKind::kInvalidArgument, "LONGATTN_CUDA_BACKWARD_TILE",
+                "unknown value '" + text + "', expected 64 or 128");
+  }();
+  return forced;
+}
+
+/// The backward kernels for p: tensor cores (64 x 64 tiles; in the fast mode 64 x 128 where that
+/// instance exists) or the generic ones.
+struct BackwardChoice {
+  const MmaKernel* mma = nullptr;  // null: generic kernels
+  int occupancy = 0;               // resident blocks per SM (0: cannot run)
+  int tile_q = kSimtTileQ;
+  int tile_k = kSimtTileK;
+  bool atomic_dq = false;  // the fast mode: dQ added into an fp32 accumulator with atomics
+};
+
+/// `fast`: the caller allows the atomic-dQ mode (not options.deterministic, and its accumulator
+/// fits in memory). 128-key tiles halve the Q/dO loads and dQ reductions per key and have the
+/// same warps per SM as two 64-key blocks, so they are taken whenever they exist and fit.
+BackwardChoice choose_backward(const Problem& p, const AttnParams& a, bool fast) {
+  BackwardChoice c;
+  if (const MmaKernel* narrow = tensor_core_kernel(p, MmaKind::kBackward); narrow != nullptr) {
+    c = {narrow, mma_occupancy(narrow, p.device_index), kMmaTileQ, kMmaTileK, fast};
+  }
+  if (const MmaKernel* wide = tensor_core_kernel(p, MmaKind::kBackwardWide);
+      fast && wide != nullptr && forced_backward_tile() != kMmaTileK) {
+    if (const int occupancy = mma_occupancy(wide, p.device_index); occupancy > 0) {
+      c = {wide, occupancy, kMmaTileQ, kMmaWideTileK, true};
+    }
+  }
+  if (c.occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
+    c = {nullptr, simt_occupancy(a, p.device_index, true), kSimtTileQ, kSimtTileK, false};
+  }
+  return c;
+}
+
 }  // namespace
 
 bool built() noexcept { return true; }
@@ -530,13 +575,14 @@ bool built() noexcept { return true; }
 std::string describe_kernels(const Problem& p) {
   int tile_q = kMmaTileQ;
   int tile_k = kMmaTileK;
+  std::vector<BatchEntry> table;
   if (p.dout.present()) {
-    const MmaKernel* mma = tensor_core_kernel(p, MmaKind::kBackward);
-    if (mma == nullptr || mma_occupancy(mma, p.device_index) == 0) {
-      return "generic SIMT kernels, tile 16x32";
-    }
+    // The fast mode's choice; it falls back to 64 x 64 deterministic when its accumulator does
+    // not fit in memory.
+    const BackwardChoice c = choose_backward(p, base_params(p, table), !p.deterministic);
+    if (c.mma == nullptr) return "generic SIMT kernels, tile 16x32";
+    tile_k = c.tile_k;
   } else {
-    std::vector<BatchEntry> table;
     const ForwardChoice c = choose_forward(p, base_params(p, table));
     if (c.mma == nullptr) return "generic SIMT kernels, tile 16x32";
     tile_q = c.tile_q;
@@ -673,28 +719,21 @@ void backward(const Problem& p) {
   a.dv_hs = p.dv.head_stride;
   a.dsink = p.dsink;
   a.dsink_stride = p.dsink_stride;
-  const MmaKernel* mma = tensor_core_kernel(p, MmaKind::kBackward);
-  int occupancy = mma != nullptr ? mma_occupancy(mma, p.device_index) : 0;
-  if (occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
-    mma = nullptr;
-    occupancy = simt_occupancy(a, p.device_index, true);
-  }
-  if (occupancy == 0) {
+  BackwardChoice choice = choose_backward(p, a, !p.deterministic);
+  if (choice.occupancy == 0) {
     check(cudaGetLastError(),
           "backward kernel setup (shared memory for D=" + std::to_string(p.dim) + ")");
     throw Error(ErrorKind::kRuntime, "q",
                 "the backward kernels cannot be resident at D=" + std::to_string(p.dim));
   }
-  const int slots = props(p.device_index).sms * occupancy;
-  const int tile_q = mma != nullptr ? kMmaTileQ : kSimtTileQ;
-  const int tile_k = mma != nullptr ? kMmaTileK : kSimtTileK;
-  const auto work = device_work(p, slots, tile_q, tile_k);
+  auto work_of = [&](const BackwardChoice& c) {
+    return device_work(p, props(p.device_index).sms * c.occupancy, c.tile_q, c.tile_k);
+  };
+  auto work = work_of(choice);
   // Nothing to compute, except the sink-logit gradient, which is then 0 and still written.
   if (work->num_full_work == 0 && work->num_col_work == 0 && p.dsink == nullptr) return;
 
   const std::int64_t rows = total_rows(p) * p.hq;
-  // The fast tensor-core backward adds dQ into an fp32 accumulator with atomics.
-  bool atomic_dq = mma != nullptr && !p.deterministic;
   Packer pk;
   const std::size_t o_table = pk.add(table);
   const std::size_t o_sinks = pk.add(p.sink_logits);
@@ -703,17 +742,18 @@ void backward(const Problem& p) {
   const std::size_t o_lse2 = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
   const std::size_t without_accum = pk.size();
   const std::size_t accum_bytes = static_cast<std::size_t>(rows * p.dim) * sizeof(float);
-  const std::size_t o_dq_accum = pk.reserve_device(atomic_dq ? accum_bytes : 0);
+  const std::size_t o_dq_accum = pk.reserve_device(choice.atomic_dq ? accum_bytes : 0);
   CallWorkspace ws(stream);
   if (const cudaError_t status = ws.allocate(pk.size()); status != cudaSuccess) {
     // The dQ accumulator is 4 * D bytes per (token, head): where it does not fit, the
     // deterministic mode, which needs none, runs instead.
-    if (status != cudaErrorMemoryAllocation || !atomic_dq) {
+    if (status != cudaErrorMemoryAllocation || !choice.atomic_dq) {
       check(status,
             "cudaMallocAsync (backward workspace, " + std::to_string(pk.size()) + " bytes)");
     }
     (void)cudaGetLastError();  // not sticky; cleared so the launch checks do not report it
-    atomic_dq = false;
+    choice = choose_backward(p, a, false);
+    work = work_of(choice);
     check(ws.allocate(without_accum),
           "cudaMallocAsync (backward workspace, " + std::to_string(without_accum) + " bytes)");
   }
@@ -725,7 +765,7 @@ void backward(const Problem& p) {
   a.packed_rows = rows;
   a.row_dot = at<float>(ws.get(), o_dot);
   a.row_lse2 = at<float>(ws.get(), o_lse2);
-  if (atomic_dq) {
+  if (choice.atomic_dq) {
     a.dq_accum = at<float>(ws.get(), o_dq_accum);
     check(cudaMemsetAsync(a.dq_accum, 0, accum_bytes, stream),
           "cudaMemsetAsync (backward dQ accumulator)");
@@ -737,12 +777,13 @@ void backward(const Problem& p) {
   a.num_col_work = work->num_col_work;
   // The fast backward has no dQ pass: its grid covers the dK/dV work alone.
   const int items =
-      atomic_dq ? work->num_col_work : std::max(work->num_full_work, work->num_col_work);
-  const int grid = std::max(1, std::min(items, slots));
-  if (mma != nullptr) {
+      choice.atomic_dq ? work->num_col_work : std::max(work->num_full_work, work->num_col_work);
+  const int grid = std::max(1, std::min(items, props(p.device_index).sms * choice.occupancy));
+  if (choice.mma != nullptr) {
     check(launch_backward_prologue(a, stream), "backward prologue launch");
-    check(mma->launch(a, grid, stream),
-          "backward kernel launch (tensor cores, D=" + std::to_string(p.dim) + ")");
+    check(choice.mma->launch(a, grid, stream), "backward kernel launch (tensor cores, 64x" +
+                                                   std::to_string(choice.tile_k) +
+                                                   " tiles, D=" + std::to_string(p.dim) + ")");
   } else {
     check(launch_simt_backward(a, grid, stream),
           "backward kernel launch (generic, D=" + std::to_string(p.dim) + ")");

@@ -19,10 +19,12 @@ inline constexpr int kSimtMaxDim = 256;
 
 /// Geometry of the tensor-core forward (sm80/forward_mma.cuh): 64-row query tiles (4 warps),
 /// or 128 (8 warps, the "wide" instances for long prefill), against 64-key tiles (32 at
-/// D = 256, to fit sm_80's shared memory). The backward uses 64 x 64.
+/// D = 256, to fit sm_80's shared memory). The backward uses 64 x 64, and in its fast mode also
+/// 64 x 128 (8 warps, the "wide" backward instances).
 inline constexpr int kMmaTileQ = 64;
 inline constexpr int kMmaWideTileQ = 128;
 inline constexpr int kMmaTileK = 64;
+inline constexpr int kMmaWideTileK = 128;
 constexpr int mma_tile_k(int dim) { return dim <= 128 ? kMmaTileK : kMmaTileK / 2; }
 
 /// Static shared memory every persistent kernel adds to its dynamic buffer (the work slot).
@@ -50,15 +52,18 @@ int forward_mma_occupancy();
 template <int ELEM, int D, int WARPS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
-/// Tensor-core backward (dK/dV pass, then dQ pass) for ELEM and D <= 128; instantiated like the
-/// forward. The row constants and dsink must have run first (launch_backward_prologue).
-template <int ELEM, int D>
+/// Tensor-core backward for ELEM and D <= 128 over a 64 x KEYS schedule; instantiated like the
+/// forward. KEYS = 64: the fast mode (dK/dV with atomic dQ, when p.dq_accum is set) or the
+/// deterministic one (dK/dV pass, then dQ pass). KEYS = 128: the fast mode only. The row
+/// constants and dsink must have run first (launch_backward_prologue).
+template <int ELEM, int D, int KEYS>
 int backward_mma_occupancy();
-template <int ELEM, int D>
+template <int ELEM, int D, int KEYS>
 cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
-/// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles).
-enum class MmaKind : std::uint8_t { kForward, kForwardWide, kBackward };
+/// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles;
+/// kBackwardWide: the fast backward on 128-key tiles).
+enum class MmaKind : std::uint8_t { kForward, kForwardWide, kBackward, kBackwardWide };
 
 /// One compiled tensor-core kernel.
 struct MmaKernel {

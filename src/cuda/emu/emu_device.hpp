@@ -76,6 +76,9 @@ void cp_async_queue(std::uintptr_t dst, const void* src, bool valid);
 void cp_async_commit_group();
 void cp_async_wait_groups(int keep_pending);
 
+/// Counts the bytes of a global atomic (the instruction mix of LONGATTN_EMU_STATS).
+void count_atomic(std::size_t bytes);
+
 /// Runs a kernel of signature void(AttnParams) over the grid (blocks in order, the threads of
 /// a block as fibers). Returns cudaErrorLaunchFailure (after a diagnostic on stderr) when the
 /// emulator detects a fault.
@@ -109,11 +112,13 @@ inline unsigned __float_as_uint(float x) { return std::bit_cast<unsigned>(x); }
 
 /// Single-threaded between switch points, so a plain read-modify-write is atomic.
 inline int atomicAdd(int* address, int value) {
+  ::longattn::emu::count_atomic(sizeof(int));
   const int old = *address;
   *address = old + value;
   return old;
 }
 inline float atomicAdd(float* address, float value) {
+  ::longattn::emu::count_atomic(sizeof(float));
   const float old = *address;
   *address = old + value;
   return old;

@@ -205,10 +205,11 @@ std::string where() {
 }
 
 /// Per-launch operation counts (LONGATTN_EMU_STATS=1 prints them): warp-level instructions of
-/// each kind, block barriers and cp.async bytes, an instruction mix for reasoning about a
-/// kernel's balance without a GPU.
+/// each kind, block barriers, cp.async and global atomic bytes, an instruction mix for reasoning
+/// about a kernel's balance without a GPU.
 struct Stats {
-  std::uint64_t mma = 0, ldmatrix = 0, shuffles = 0, barriers = 0, cp_async_bytes = 0;
+  std::uint64_t mma = 0, ldmatrix = 0, shuffles = 0, barriers = 0, cp_async_bytes = 0,
+                atomic_bytes = 0;
 };
 Stats g_stats;
 
@@ -394,6 +395,8 @@ const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const ch
   return &w.slots[parity][0][0];
 }
 
+void count_atomic(std::size_t bytes) { g_stats.atomic_bytes += bytes; }
+
 void cp_async_queue(std::uintptr_t dst, const void* src, bool valid) {
   g_stats.cp_async_bytes += 16;
   // In flight, the destination holds neither its old nor its new bytes: poison now (a read of
@@ -483,15 +486,16 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
   g_launch = nullptr;
   static const bool print_stats = std::getenv("LONGATTN_EMU_STATS") != nullptr;
   if (print_stats) {
-    std::fprintf(stderr,
-                 "longattn CUDA emulator: grid (%u,%u,%u) x %d threads, %zu B shared: warp mma "
-                 "%llu, ldmatrix %llu, shuffles %llu; barriers %llu; cp.async %.1f KB\n",
-                 grid.x, grid.y, grid.z, threads, dynamic_smem,
-                 static_cast<unsigned long long>(g_stats.mma),
-                 static_cast<unsigned long long>(g_stats.ldmatrix),
-                 static_cast<unsigned long long>(g_stats.shuffles),
-                 static_cast<unsigned long long>(g_stats.barriers),
-                 static_cast<double>(g_stats.cp_async_bytes) / 1024.0);
+    std::fprintf(
+        stderr,
+        "longattn CUDA emulator: grid (%u,%u,%u) x %d threads, %zu B shared: warp mma "
+        "%llu, ldmatrix %llu, shuffles %llu; barriers %llu; cp.async %.1f KB; atomics %.1f KB\n",
+        grid.x, grid.y, grid.z, threads, dynamic_smem, static_cast<unsigned long long>(g_stats.mma),
+        static_cast<unsigned long long>(g_stats.ldmatrix),
+        static_cast<unsigned long long>(g_stats.shuffles),
+        static_cast<unsigned long long>(g_stats.barriers),
+        static_cast<double>(g_stats.cp_async_bytes) / 1024.0,
+        static_cast<double>(g_stats.atomic_bytes) / 1024.0);
   }
   g_stats = Stats{};
   if (!ok) {

@@ -8,13 +8,15 @@
 //   deterministic (options.deterministic): the dK/dV pass, then a dQ pass that recomputes S and
 //     dP per query tile (7 tile products), with no atomics: the same bits on every run.
 //
-//   dK/dV pass: a block owns one 64-key tile of one (batch, KV head); warp w owns keys
-//     16w..16w+15. For each query head of the group and each 64-row query tile of the column
-//     schedule: S^T = K Q^T and dP^T = V dO^T (keys are the mma rows, so P^T and dS^T sit in
-//     the accumulator layout that re-packs as the A operand), then dV += P^T dO and
-//     dK += dS^T Q with dO and Q read by ldmatrix.trans. Q/dO tiles are double buffered.
-//     Fast mode: dS^T goes to shared memory, and warp w adds the dQ rows 16w..16w+15 of the
-//     query tile, dS K over the tile's 64 keys, to the fp32 accumulator.
+//   dK/dV pass: a block owns one key tile of one (batch, KV head): 64 keys (4 warps), or in the
+//     fast mode 128 (8 warps: each Q/dO tile loaded and each dQ row reduced once per 128 keys,
+//     half the L2 traffic, as FA2's 64 x 128 backward); warp w owns keys 16w..16w+15. For each
+//     query head of the group and each 64-row query tile of the column schedule: S^T = K Q^T and
+//     dP^T = V dO^T (keys are the mma rows, so P^T and dS^T sit in the accumulator layout that
+//     re-packs as the A operand), then dV += P^T dO and dK += dS^T Q with dO and Q read by
+//     ldmatrix.trans. Q/dO tiles are double buffered. Fast mode: dS^T goes to shared memory, and
+//     warp w adds the dQ rows 16(w % 4)..+15 of the query tile (with 8 warps, column half w / 4),
+//     dS K over the tile's keys, to the fp32 accumulator.
 //   dQ pass (deterministic mode): a block owns one 64-row query tile; warp w owns rows
 //     16w..16w+15. Over the row schedule: S = Q K^T, dP = dO V^T, dS, dQ += dS K (K by
 //     ldmatrix.trans). K/V double buffered.
@@ -31,21 +33,26 @@
 
 namespace longattn::detail::cuda {
 
-template <int D, bool kAtomicDq = false>
+template <int D, bool kAtomicDq = false, int kKeys = kMmaTileK>
 struct BackwardMmaTraits {
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = kKeys / 16;  // warp w owns keys 16w..16w+15 of the dK/dV tile
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kBlockM = kMmaTileQ;  // query rows of a tile
-  static constexpr int kBlockN = kMmaTileK;  // keys of a tile
+  static constexpr int kBlockN = kKeys;      // keys of a tile
   static constexpr int kPitch = D + 8;
   static constexpr int kDsPitch = kBlockM + 8;  // dS^T tile [key][query] (fast mode)
-  // Both passes: two resident tiles and two double-buffered ones, plus row constants; the fast
-  // dK/dV pass adds the dS^T tile.
+  // dK/dV pass: resident K/V (kBlockN rows each) and double-buffered Q/dO (kBlockM rows each),
+  // plus row constants; the fast pass adds the dS^T tile. The dQ pass (64 x 64) holds the same
+  // six 64-row tiles the other way round.
   static constexpr std::size_t kSmemBytes =
-      sizeof(std::uint16_t) * static_cast<std::size_t>(6 * 64 * kPitch) +
+      sizeof(std::uint16_t) * static_cast<std::size_t>((2 * kBlockN + 4 * kBlockM) * kPitch) +
       sizeof(float) * 4 * kBlockM +
       (kAtomicDq ? sizeof(std::uint16_t) * static_cast<std::size_t>(kBlockN * kDsPitch) : 0);
-  static_assert(kBlockM == 64 && kBlockN == 64 && D % 16 == 0 && D <= 128, "tile shapes");
+  static_assert(kBlockM == 64 && D % 16 == 0 && D <= 128, "tile shapes");
+  // 128-key tiles (8 warps) exist in the fast mode only; there the warps split dS K's columns
+  // in two halves of whole n16 pairs, hence D % 32.
+  static_assert(kKeys == 64 || (kKeys == kMmaWideTileK && kAtomicDq && D % 32 == 0),
+                "key tile: 64, or 128 in the fast mode with D % 32 == 0");
 };
 
 /// n8 column blocks per dS K chunk: the largest even divisor of D / 8 up to 8 (D % 16 == 0, so
@@ -57,37 +64,44 @@ constexpr int dq_chunk_blocks(int blocks) {
   return 2;
 }
 
-/// Fast mode: dQ[q0 + 16w .. +15] += dS K for warp w over one 64 x 64 tile, added to the fp32
-/// accumulator (row `row0` of p.dq_accum is the tile's first query). dS comes from the dS^T tile
-/// in shared memory by ldmatrix.trans, K from its tile as in the dQ pass. D is done in chunks of
-/// 64 columns to keep the accumulator small next to the live dK/dV registers.
-template <class T, int D>
+/// Fast mode: dQ[q0 .. q0 + 63] += dS K over one 64 x kKeys tile, added to the fp32 accumulator
+/// (row `row0` of p.dq_accum is the tile's first query). Warp w owns query rows 16(w % 4)..+15
+/// and, with 8 warps, column half w / 4 of D. dS comes from the dS^T tile in shared memory by
+/// ldmatrix.trans, K from its tile as in the dQ pass. Columns go in chunks of up to 64 to keep
+/// the accumulator small next to the live dK/dV registers.
+template <class T, int D, int kKeys>
 __device__ __forceinline__ void add_tile_dq(const AttnParams& p, const T* dss, const T* ks,
                                             std::int64_t row0, int qn) {
-  using Tr = BackwardMmaTraits<D, true>;
+  using Tr = BackwardMmaTraits<D, true, kKeys>;
   constexpr int P = Tr::kPitch;
   constexpr int DP = Tr::kDsPitch;
-  constexpr int kChunk = dq_chunk_blocks(D / 8);  // n8 blocks per chunk
-  static_assert((D / 8) % kChunk == 0 && kChunk % 2 == 0, "chunks tile D");
+  constexpr int kSplit = Tr::kWarps / 4;  // warps sharing a 16-row group, one column part each
+  constexpr int kCols = D / kSplit;
+  constexpr int kChunk = dq_chunk_blocks(kCols / 8);  // n8 blocks per chunk
+  static_assert(kCols % 16 == 0 && (kCols / 8) % kChunk == 0 && kChunk % 2 == 0,
+                "chunks tile the warp's columns");
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  const int row = warp * 16 + (lane >> 2);
+  // (With 4 warps written without % and /: the compiler cannot bound threadIdx.x by itself.)
+  const int rows16 = kSplit == 1 ? warp * 16 : (warp % 4) * 16;
+  const int col0 = kSplit == 1 ? 0 : (warp / 4) * kCols;
+  const int row = rows16 + (lane >> 2);
   const int tq = lane & 3;
 #pragma unroll
-  for (int c0 = 0; c0 < D / 8; c0 += kChunk) {
+  for (int c0 = 0; c0 < kCols / 8; c0 += kChunk) {
     float acc[kChunk][4];
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0F;
 #pragma unroll
-    for (int kk = 0; kk < Tr::kBlockN / 16; ++kk) {
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
       std::uint32_t a[4];
-      ldmatrix_x4_trans(a, smem_addr(dss + (kk * 16 + (lane / 16) * 8 + lane % 8) * DP + warp * 16 +
+      ldmatrix_x4_trans(a, smem_addr(dss + (kk * 16 + (lane / 16) * 8 + lane % 8) * DP + rows16 +
                                      ((lane / 8) & 1) * 8));
 #pragma unroll
       for (int j = 0; j < kChunk; j += 2) {
         std::uint32_t b[4];
         ldmatrix_x4_trans(b, smem_addr(ks + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P +
-                                       (c0 + j) * 8 + (lane / 16) * 8));
+                                       col0 + (c0 + j) * 8 + (lane / 16) * 8));
         mma_16816<T>(acc[j], a, b[0], b[1]);
         mma_16816<T>(acc[j + 1], a, b[2], b[3]);
       }
@@ -95,7 +109,7 @@ __device__ __forceinline__ void add_tile_dq(const AttnParams& p, const T* dss, c
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       if (row + r * 8 >= qn) continue;
-      float* dst = p.dq_accum + (row0 + row + r * 8) * D + c0 * 8 + tq * 2;
+      float* dst = p.dq_accum + (row0 + row + r * 8) * D + col0 + c0 * 8 + tq * 2;
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -111,11 +125,12 @@ __device__ __forceinline__ void add_tile_dq(const AttnParams& p, const T* dss, c
   }
 }
 
-/// dK/dV over p.col_work; with kAtomicDq also dQ into p.dq_accum (fp32, packed rows x D).
-template <class T, int D, bool kAtomicDq>
-__global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
+/// dK/dV over p.col_work (key tiles of kKeys); with kAtomicDq also dQ into p.dq_accum (fp32,
+/// packed rows x D).
+template <class T, int D, bool kAtomicDq, int kKeys = kMmaTileK>
+__global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThreads)
     dkdv_mma_kernel(const AttnParams p) {
-  using Tr = BackwardMmaTraits<D, kAtomicDq>;
+  using Tr = BackwardMmaTraits<D, kAtomicDq, kKeys>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
   constexpr int P = Tr::kPitch;
@@ -267,7 +282,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
         }
         if constexpr (kAtomicDq) {
           __syncthreads();  // the whole dS^T tile is in shared memory
-          add_tile_dq<T, D>(p, dss, ks, rbase + q0, qn);
+          add_tile_dq<T, D, kKeys>(p, dss, ks, rbase + q0, qn);
         }
         __syncthreads();  // this buffer is refilled by the prefetch of iteration c + 2
       }
@@ -449,61 +464,85 @@ __global__ void __launch_bounds__(32 * kRowWarps) dq_accum_convert_kernel(const 
 
 /// Raises the kernel's shared memory limit and reads its resident blocks per SM.
 template <class Kernel>
-cudaError_t mma_blocks_per_sm(Kernel* kernel, std::size_t smem, int* blocks) {
+cudaError_t mma_blocks_per_sm(Kernel* kernel, int threads, std::size_t smem, int* blocks) {
   if (cudaError_t e = allow_dynamic_smem(kernel, smem); e != cudaSuccess) return e;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel,
-                                                       BackwardMmaTraits<64>::kThreads, smem);
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, smem);
 }
 
-/// Resident blocks per SM of the three backward kernels (the least of them; the fast dK/dV pass
-/// has the largest shared memory), or 0 when one of them cannot run here.
-template <int ELEM, int D>
+/// Resident blocks per SM, or 0 when a kernel cannot run here. KEYS = 64: the least of the
+/// three 64 x 64 kernels (both modes; the fast dK/dV pass has the largest shared memory).
+/// KEYS = 128: the fast dK/dV pass with 128-key tiles (8 warps), which has no other mode.
+template <int ELEM, int D, int KEYS>
 int backward_mma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  constexpr std::size_t kSmem = BackwardMmaTraits<D>::kSmemBytes;
-  constexpr std::size_t kFastSmem = BackwardMmaTraits<D, true>::kSmemBytes;
-  if (!fits_shared_memory(kFastSmem)) return 0;
+  using Fast = BackwardMmaTraits<D, true, KEYS>;
+  if (!fits_shared_memory(Fast::kSmemBytes)) return 0;
   int blocks[3] = {0, 0, 0};
-  if (mma_blocks_per_sm(dkdv_mma_kernel<T, D, false>, kSmem, &blocks[0]) != cudaSuccess ||
-      mma_blocks_per_sm(dkdv_mma_kernel<T, D, true>, kFastSmem, &blocks[1]) != cudaSuccess ||
-      mma_blocks_per_sm(dq_mma_kernel<T, D>, kSmem, &blocks[2]) != cudaSuccess) {
-    (void)cudaGetLastError();  // not sticky: the caller falls back to the generic kernels
+  cudaError_t status = mma_blocks_per_sm(dkdv_mma_kernel<T, D, true, KEYS>, Fast::kThreads,
+                                         Fast::kSmemBytes, &blocks[0]);
+  if constexpr (KEYS == kMmaTileK) {
+    using Det = BackwardMmaTraits<D>;
+    if (status == cudaSuccess) {
+      status = mma_blocks_per_sm(dkdv_mma_kernel<T, D, false>, Det::kThreads, Det::kSmemBytes,
+                                 &blocks[1]);
+    }
+    if (status == cudaSuccess) {
+      status = mma_blocks_per_sm(dq_mma_kernel<T, D>, Det::kThreads, Det::kSmemBytes, &blocks[2]);
+    }
+  } else {
+    blocks[1] = blocks[2] = blocks[0];
+  }
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();  // not sticky: the caller falls back to another kernel
     return 0;
   }
   return std::min({blocks[0], blocks[1], blocks[2]});
 }
 
-/// Fast mode (p.dq_accum set, zeroed): dK/dV with atomic dQ, then the dQ conversion.
-/// Deterministic mode: dK/dV, then the dQ pass. The prologue of row constants and dsink has run
-/// on the same stream.
-template <int ELEM, int D>
+/// Fast mode (p.dq_accum set, zeroed): dK/dV with atomic dQ over key tiles of KEYS, then the dQ
+/// conversion. Deterministic mode (KEYS = 64 only): dK/dV, then the dQ pass. The prologue of row
+/// constants and dsink has run on the same stream; p.sched has tile_k == KEYS.
+template <int ELEM, int D, int KEYS>
 cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  constexpr int kThreads = BackwardMmaTraits<D>::kThreads;
+  if (p.sched.tile_k != KEYS || p.sched.tile_q != kMmaTileQ) return cudaErrorInvalidValue;
   if (p.dq_accum != nullptr) {
-    constexpr std::size_t kSmem = BackwardMmaTraits<D, true>::kSmemBytes;
-    if (cudaError_t e = allow_dynamic_smem(dkdv_mma_kernel<T, D, true>, kSmem); e != cudaSuccess)
+    using Fast = BackwardMmaTraits<D, true, KEYS>;
+    if (cudaError_t e = allow_dynamic_smem(dkdv_mma_kernel<T, D, true, KEYS>, Fast::kSmemBytes);
+        e != cudaSuccess)
       return e;
-    launch_kernel(dkdv_mma_kernel<T, D, true>, grid, kThreads, kSmem, stream, p);
+    launch_kernel(dkdv_mma_kernel<T, D, true, KEYS>, grid, Fast::kThreads, Fast::kSmemBytes, stream,
+                  p);
     if (p.packed_rows > 0) {
       launch_kernel(dq_accum_convert_kernel<T, D>, packed_row_blocks(p.packed_rows), 32 * kRowWarps,
                     0, stream, p);
     }
     return cudaGetLastError();
   }
-  constexpr std::size_t kSmem = BackwardMmaTraits<D>::kSmemBytes;
-  if (cudaError_t e = allow_dynamic_smem(dkdv_mma_kernel<T, D, false>, kSmem); e != cudaSuccess)
-    return e;
-  if (cudaError_t e = allow_dynamic_smem(dq_mma_kernel<T, D>, kSmem); e != cudaSuccess) return e;
-  launch_kernel(dkdv_mma_kernel<T, D, false>, grid, kThreads, kSmem, stream, p);
-  launch_kernel(dq_mma_kernel<T, D>, grid, kThreads, kSmem, stream, p);
-  return cudaGetLastError();
+  if constexpr (KEYS != kMmaTileK) {
+    return cudaErrorInvalidValue;  // no deterministic mode with wide key tiles
+  } else {
+    using Det = BackwardMmaTraits<D>;
+    if (cudaError_t e = allow_dynamic_smem(dkdv_mma_kernel<T, D, false>, Det::kSmemBytes);
+        e != cudaSuccess)
+      return e;
+    if (cudaError_t e = allow_dynamic_smem(dq_mma_kernel<T, D>, Det::kSmemBytes); e != cudaSuccess)
+      return e;
+    launch_kernel(dkdv_mma_kernel<T, D, false>, grid, Det::kThreads, Det::kSmemBytes, stream, p);
+    launch_kernel(dq_mma_kernel<T, D>, grid, Det::kThreads, Det::kSmemBytes, stream, p);
+    return cudaGetLastError();
+  }
 }
 
 }  // namespace longattn::detail::cuda
 
 /// Explicit instantiation of one (element type, head dim) backward: one per generated file.
-#define LONGATTN_INSTANTIATE_BACKWARD_MMA(ELEM, D)                           \
-  template int longattn::detail::cuda::backward_mma_occupancy<ELEM, D>();    \
-  template cudaError_t longattn::detail::cuda::launch_backward_mma<ELEM, D>( \
+/// Narrow: 64 x 64 tiles, both modes; wide: the fast mode on 64 x 128 tiles.
+#define LONGATTN_INSTANTIATE_BACKWARD_MMA_KEYS(ELEM, D, KEYS)                      \
+  template int longattn::detail::cuda::backward_mma_occupancy<ELEM, D, KEYS>();    \
+  template cudaError_t longattn::detail::cuda::launch_backward_mma<ELEM, D, KEYS>( \
       const longattn::detail::cuda::AttnParams&, int, cudaStream_t);
+#define LONGATTN_INSTANTIATE_BACKWARD_MMA(ELEM, D) \
+  LONGATTN_INSTANTIATE_BACKWARD_MMA_KEYS(ELEM, D, 64)
+#define LONGATTN_INSTANTIATE_BACKWARD_MMA_WIDE(ELEM, D) \
+  LONGATTN_INSTANTIATE_BACKWARD_MMA_KEYS(ELEM, D, 128)
