@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "cuda/kernels.hpp"
@@ -101,6 +102,22 @@ __device__ __forceinline__ float sink_log2(const AttnParams& p, int h) {
   return p.sink_logits != nullptr ? p.sink_logits[h] * kLog2eF : neg_inf();
 }
 
+/// 2^x on the special-function unit alone (ex2.approx.ftz: relative error ~2^-22, subnormal
+/// inputs and results flushed to zero): what FA2 gets from --use_fast_math. exp2f compiles to
+/// the same instruction wrapped in a subnormal-result fix-up (a compare and two multiplies),
+/// which the tensor-core kernels, whose probabilities are rounded to bf16/fp16, do not need.
+__device__ __forceinline__ float exp2_ftz(float x) {
+#ifdef LONGATTN_CUDA_EMULATOR
+  if (std::fpclassify(x) == FP_SUBNORMAL) x = 0.0F;
+  const float y = std::exp2(x);
+  return std::fpclassify(y) == FP_SUBNORMAL ? 0.0F : y;
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+#endif
+}
+
 /// The logit transform shared by forward and backward: softcap (c * tanh(x / c)).
 __device__ __forceinline__ float capped_logit(const AttnParams& p, float dot) {
   const float x = dot * p.scale;
@@ -159,6 +176,8 @@ inline bool fits_shared_memory(std::size_t bytes) {
 /// The recomputed probability and the scaled score gradient of one (query, key) element of the
 /// backward (0 and 0 when not visible): softmax P = exp2(x log2e - lse2), dS = P (dP - D_i);
 /// sigmoid P = sigmoid(x + bias), dS = dP P (1 - P); times the softcap chain factor and scale.
+/// kFastExp: the softmax exponential by exp2_ftz (the tensor-core kernels).
+template <bool kFastExp = false>
 __device__ __forceinline__ void pair_gradient(const AttnParams& p, float dot, float dp, float lse2,
                                               float rowdot, bool visible, float& prob,
                                               float& dscore) {
@@ -166,7 +185,7 @@ __device__ __forceinline__ void pair_gradient(const AttnParams& p, float dot, fl
   float pr;
   float ds;
   if (p.softmax) {
-    pr = exp2f(x * kLog2eF - lse2);
+    pr = kFastExp ? exp2_ftz(fmaf(x, kLog2eF, -lse2)) : exp2f(x * kLog2eF - lse2);
     ds = pr * (dp - rowdot);
   } else {
     pr = 1.0F / (1.0F + expf(-(x + p.sigmoid_bias)));

@@ -241,8 +241,8 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
             const int key = key0 + (e >> 1) * 8;
             const int q = nb * 8 + tq * 2 + (e & 1);
             const bool visible = key < jn && q < qn && ((words[e >> 1] >> q) & 1U) != 0;
-            pair_gradient(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
-                          dpt[nb][e]);
+            pair_gradient<true>(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
+                                dpt[nb][e]);
           }
         }
 
@@ -408,8 +408,8 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
           bool visible = key < jn && row < qn;
           if (visible && tile_bits != nullptr) visible = ((tile_bits[key] >> row) & 1U) != 0;
           float prob;
-          pair_gradient(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1], visible, prob,
-                        dp[nb][e]);
+          pair_gradient<true>(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1], visible, prob,
+                              dp[nb][e]);
         }
       }
 

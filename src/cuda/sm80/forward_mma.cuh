@@ -123,6 +123,11 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
   const int tq = lane & 3;
   const bool softmax = p.softmax;
   const float post = softmax ? kLog2eF : 1.0F;
+  // FULL key tiles of a plain softmax (no softcap, positive scale) skip the per-score mask and
+  // logit transform: the row max is taken over the raw dot products and the scale folds into the
+  // exponent's FFMA (FA2's way). Elsewhere the scores are transformed first (factor 1).
+  const bool plain_softmax = softmax && p.softcap <= 0.0F && p.scale > 0.0F;
+  const float raw_to_log2 = p.scale * kLog2eF;
 
   for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
     const RowWork w = p.row_work[item];
@@ -202,27 +207,32 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
         }
 
         // ---- mask, logit transform, online softmax (rows row0 and row0 + 8) ----
+        // Block-uniform. Rows past qn need no mask: their Q rows are zero, nothing is written.
+        const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
+        const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
         const std::uint64_t* tile_bits =
             bits_index >= 0 ? p.sched.bits + se.bits +
                                   static_cast<std::int64_t>(bits_index) * BN * Tr::kWordsPerRow
                             : nullptr;
+        if (!raw_scores) {
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
+          for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = nb * 8 + tq * 2 + (e & 1);
-            const int row = row0 + (e >> 1) * 8;
-            bool visible = key < jn && row < qn;
-            if (visible && tile_bits != nullptr) {
-              const int bit = row_bit[e >> 1];
-              const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + bit / 64];
-              visible = ((word >> (bit % 64)) & 1U) != 0;
-            }
-            const float x = capped_logit(p, s[nb][e]) * post;
-            if (softmax) {
-              s[nb][e] = visible ? x : neg_inf();
-            } else {
-              s[nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+            for (int e = 0; e < 4; ++e) {
+              const int key = nb * 8 + tq * 2 + (e & 1);
+              const int row = row0 + (e >> 1) * 8;
+              bool visible = key < jn && row < qn;
+              if (visible && tile_bits != nullptr) {
+                const int bit = row_bit[e >> 1];
+                const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + bit / 64];
+                visible = ((word >> (bit % 64)) & 1U) != 0;
+              }
+              const float x = capped_logit(p, s[nb][e]) * post;
+              if (softmax) {
+                s[nb][e] = visible ? x : neg_inf();
+              } else {
+                s[nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+              }
             }
           }
         }
@@ -234,14 +244,14 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
             for (int nb = 0; nb < NB; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
-            const float m_new = fmaxf(m[r], mx);
+            const float m_new = fmaxf(m[r], mx * to_log2);
             const float m_use = m_new == neg_inf() ? 0.0F : m_new;
-            const float alpha = exp2f(m[r] - m_use);
+            const float alpha = exp2_ftz(m[r] - m_use);
             float sum = 0.0F;
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
-              s[nb][2 * r] = exp2f(s[nb][2 * r] - m_use);
-              s[nb][2 * r + 1] = exp2f(s[nb][2 * r + 1] - m_use);
+              s[nb][2 * r] = exp2_ftz(fmaf(s[nb][2 * r], to_log2, -m_use));
+              s[nb][2 * r + 1] = exp2_ftz(fmaf(s[nb][2 * r + 1], to_log2, -m_use));
               sum += s[nb][2 * r] + s[nb][2 * r + 1];
             }
             l[r] = l[r] * alpha + sum;  // per-thread partial; the quad is summed in the epilogue
