@@ -199,6 +199,23 @@ __device__ __forceinline__ void pair_gradient(const AttnParams& p, float dot, fl
   dscore = visible ? ds * p.scale : 0.0F;
 }
 
+/// pair_gradient for a FULL tile of a plain softmax (every pair visible, no softcap): P =
+/// 2^(dot * raw_to_log2 - lse2) (raw_to_log2 = scale * log2 e), dS = P (dP - D_i) scale; an
+/// FFMA and the exponential instead of the masked path's transform, tests and selects.
+/// Whether a key tile takes plain_pair_gradient: FULL (no bitmask), every key in the sequence,
+/// softmax without softcap. Read from the parameters at each use rather than kept in registers.
+__device__ __forceinline__ bool plain_full_tile(const AttnParams& p, int bits_index, int jn,
+                                                int tile_k) {
+  return bits_index < 0 && jn == tile_k && p.softmax && p.softcap <= 0.0F;
+}
+__device__ __forceinline__ void plain_pair_gradient(float dot, float dp, float lse2, float rowdot,
+                                                    float raw_to_log2, float scale, float& prob,
+                                                    float& dscore) {
+  const float pr = exp2_ftz(fmaf(dot, raw_to_log2, -lse2));
+  prob = pr;
+  dscore = pr * (dp - rowdot) * scale;
+}
+
 /// The batch entry, head and token of a packed per-row workspace index ([b][h][i] packing).
 struct PackedRow {
   BatchEntry entry;

@@ -227,22 +227,37 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
         }
 
         // ---- P^T and dS^T in place ----
-        std::uint64_t words[2] = {~0ULL, ~0ULL};
-        if (bits_index >= 0) {
-          const std::uint64_t* tile_bits =
-              p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN;
-          words[0] = key0 < jn ? tile_bits[key0] : 0ULL;
-          words[1] = key0 + 8 < jn ? tile_bits[key0 + 8] : 0ULL;
-        }
+        if (plain_full_tile(p, bits_index, jn, BN)) {
+          // FULL tile: no mask. Queries past qn have lse2 = +inf and zero dO, so P = dS = 0.
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
+          for (int nb = 0; nb < NB; ++nb) {
+            const float2 l2 = *reinterpret_cast<const float2*>(lse2 + nb * 8 + tq * 2);
+            const float2 rd = *reinterpret_cast<const float2*>(rowdot + nb * 8 + tq * 2);
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = key0 + (e >> 1) * 8;
-            const int q = nb * 8 + tq * 2 + (e & 1);
-            const bool visible = key < jn && q < qn && ((words[e >> 1] >> q) & 1U) != 0;
-            pair_gradient<true>(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
-                                dpt[nb][e]);
+            for (int e = 0; e < 4; ++e) {
+              plain_pair_gradient(st[nb][e], dpt[nb][e], (e & 1) != 0 ? l2.y : l2.x,
+                                  (e & 1) != 0 ? rd.y : rd.x, p.scale * kLog2eF, p.scale, st[nb][e],
+                                  dpt[nb][e]);
+            }
+          }
+        } else {
+          std::uint64_t words[2] = {~0ULL, ~0ULL};
+          if (bits_index >= 0) {
+            const std::uint64_t* tile_bits =
+                p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN;
+            words[0] = key0 < jn ? tile_bits[key0] : 0ULL;
+            words[1] = key0 + 8 < jn ? tile_bits[key0 + 8] : 0ULL;
+          }
+#pragma unroll
+          for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = key0 + (e >> 1) * 8;
+              const int q = nb * 8 + tq * 2 + (e & 1);
+              const bool visible = key < jn && q < qn && ((words[e >> 1] >> q) & 1U) != 0;
+              pair_gradient<true>(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
+                                  dpt[nb][e]);
+            }
           }
         }
 
@@ -396,20 +411,33 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
       }
 
       // ---- dS in place of dP ----
-      const std::uint64_t* tile_bits =
-          bits_index >= 0 ? p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN
-                          : nullptr;
+      if (plain_full_tile(p, bits_index, jn, BN)) {
+        // FULL tile: no mask. Rows past qn have lse2 = +inf, so P = dS = 0.
 #pragma unroll
-      for (int nb = 0; nb < NB; ++nb) {
+        for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = nb * 8 + tq * 2 + (e & 1);
-          const int row = row0 + (e >> 1) * 8;
-          bool visible = key < jn && row < qn;
-          if (visible && tile_bits != nullptr) visible = ((tile_bits[key] >> row) & 1U) != 0;
-          float prob;
-          pair_gradient<true>(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1], visible, prob,
-                              dp[nb][e]);
+          for (int e = 0; e < 4; ++e) {
+            float prob;
+            plain_pair_gradient(s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1],
+                                p.scale * kLog2eF, p.scale, prob, dp[nb][e]);
+          }
+        }
+      } else {
+        const std::uint64_t* tile_bits =
+            bits_index >= 0 ? p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN
+                            : nullptr;
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = nb * 8 + tq * 2 + (e & 1);
+            const int row = row0 + (e >> 1) * 8;
+            bool visible = key < jn && row < qn;
+            if (visible && tile_bits != nullptr) visible = ((tile_bits[key] >> row) & 1U) != 0;
+            float prob;
+            pair_gradient<true>(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1], visible, prob,
+                                dp[nb][e]);
+          }
         }
       }
 
