@@ -137,6 +137,13 @@ T __shfl_xor_sync(unsigned /*mask*/, T value, int lane_mask) {
   return emu_shfl(value, ::longattn::emu::lane() ^ lane_mask, "__shfl_xor_sync");
 }
 
+inline int __any_sync(unsigned /*mask*/, int predicate) {
+  const auto votes = ::longattn::emu::warp_exchange(predicate != 0 ? 1 : 0, "__any_sync");
+  int any = 0;
+  for (int i = 0; i < 32; ++i) any |= votes[i];
+  return any;
+}
+
 /// The typed overloads that cuda_runtime.h declares only for nvcc.
 template <class F>
 cudaError_t cudaFuncSetAttribute(F* entry, cudaFuncAttribute attr, int value) {

@@ -32,6 +32,9 @@ struct ForwardMmaTraits {
   static constexpr int kPitch = D + 8;   // elements per shared row (16-byte pad)
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
   static constexpr int kWordsPerRow = (kBlockM + 63) / 64;
+  // Resident blocks per SM the registers must allow (at D <= 64 shared memory allows 4 blocks:
+  // 16 warps at <= 128 registers).
+  static constexpr int kMinBlocks = D <= 64 ? 512 / kThreads : 1;
   static constexpr std::size_t kSmemBytes =
       sizeof(std::uint16_t) * static_cast<std::size_t>((kBlockM + 4 * kBlockN) * kPitch);
   static_assert(D % 16 == 0 && kBlockN % 16 == 0, "mma tiles");
@@ -105,7 +108,8 @@ __device__ __forceinline__ void await_tile(int i, int count, Issue&& issue) {
 }
 
 template <class T, int D, int WARPS>
-__global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
+__global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads,
+                                  ForwardMmaTraits<D, WARPS>::kMinBlocks)
     forward_mma_kernel(const AttnParams p) {
   using Tr = ForwardMmaTraits<D, WARPS>;
   constexpr int BM = Tr::kBlockM;
@@ -237,6 +241,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
           }
         }
         if (softmax) {
+          float alpha[2];
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
             float mx = neg_inf();
@@ -246,7 +251,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
             const float m_new = fmaxf(m[r], mx * to_log2);
             const float m_use = m_new == neg_inf() ? 0.0F : m_new;
-            const float alpha = exp2_ftz(m[r] - m_use);
+            alpha[r] = m_new == m[r] ? 1.0F : exp2_ftz(m[r] - m_use);
             float sum = 0.0F;
 #pragma unroll
             for (int nb = 0; nb < NB; ++nb) {
@@ -254,12 +259,18 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads)
               s[nb][2 * r + 1] = exp2_ftz(fmaf(s[nb][2 * r + 1], to_log2, -m_use));
               sum += s[nb][2 * r] + s[nb][2 * r + 1];
             }
-            l[r] = l[r] * alpha + sum;  // per-thread partial; the quad is summed in the epilogue
+            l[r] = l[r] * alpha[r] + sum;  // per-thread partial; the quad is summed in the epilogue
             m[r] = m_new;
+          }
+          // Rescale O only when a row max of the warp moved: past the first tiles of a long row
+          // most tiles leave all 16 unchanged (x1 would be exact anyway).
+          if (__any_sync(0xffffffffU, alpha[0] != 1.0F || alpha[1] != 1.0F)) {
 #pragma unroll
             for (int db = 0; db < DB; ++db) {
-              o[db][2 * r] *= alpha;
-              o[db][2 * r + 1] *= alpha;
+              o[db][0] *= alpha[0];
+              o[db][1] *= alpha[0];
+              o[db][2] *= alpha[1];
+              o[db][3] *= alpha[1];
             }
           }
         }
