@@ -68,11 +68,13 @@ if want check; then
   record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
   # The check shapes are small, so the rule picks 64-row forward tiles; run the 128-row ones too,
   # and the fast backward on 64-key tiles (the default is 128 where instantiated).
-  LONGATTN_CUDA_FORWARD_TILE=128 LONGATTN_CUDA_BACKWARD_TILE=64 timeout 200 "$CLI" check --device cuda --quick "${filter[@]}" \
-    >"$LOGS/check_tile128.log" 2>&1
-  rc=$?
-  grep -E "FAIL" "$LOGS/check_tile128.log" | head -n 20
-  record check128 "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check_tile128.log")"
+  for tile in 128t 128w; do
+    LONGATTN_CUDA_FORWARD_TILE=$tile LONGATTN_CUDA_BACKWARD_TILE=64 timeout 200 "$CLI" check \
+      --device cuda --quick "${filter[@]}" >"$LOGS/check_tile$tile.log" 2>&1
+    rc=$?
+    grep -E "FAIL" "$LOGS/check_tile$tile.log" | head -n 20
+    record "check$tile" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check_tile$tile.log")"
+  done
 fi
 
 if want sanitize; then
@@ -94,8 +96,9 @@ if want bench; then
     --json "$OUT/longattn_gpu.json" >"$LOGS/bench.log" 2>&1
   rc=$?
   record bench "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -c '^fwd\|^bwd' "$LOGS/bench.log") rows"
-  # A/B of the forward's query tile on the bar's shape (the rule's choice is in bench.log).
-  for tile in 64 128; do
+  # A/B of the forward's query tile on the bar's shape (the rule's choice is in bench.log): 64
+  # rows, 128 rows on 4 warps x 32 rows (FA2's shape) and on 8 warps x 16 rows.
+  for tile in 64 128t 128w; do
     LONGATTN_CUDA_FORWARD_TILE=$tile timeout 120 "$CLI" bench --device cuda --dtype bf16 --B 1 \
       --H 16 --S 16384 --D 128 --mask full,causal --fwd --reps 5 --no-check \
       >"$LOGS/bench_tile$tile.log" 2>&1
@@ -136,7 +139,7 @@ if want profile; then
   sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis
             --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy
             --section LaunchStats)
-  for tile in 64 128; do
+  for tile in 64 128t 128w; do
     LONGATTN_CUDA_FORWARD_TILE=$tile timeout 240 ncu --kernel-name regex:forward_mma \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 16 --S 16384 --D 128 --mask causal --fwd --reps 1 --no-check \

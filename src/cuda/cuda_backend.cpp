@@ -473,17 +473,31 @@ std::int64_t total_rows(const Problem& p) {
   return rows;
 }
 
-/// LONGATTN_CUDA_FORWARD_TILE=64 or 128 forces the tensor-core forward's query tile (where that
-/// instance exists); unset or empty = the rule in choose_forward (returns 0).
-int forced_forward_tile() {
-  static const int forced = [] {
+/// LONGATTN_CUDA_FORWARD_TILE forces the tensor-core forward's query tile (where that instance
+/// exists): 64; 128 (the 4-warp x 32-row kernel, else the 8-warp x 16-row one); 128t or 128w
+/// (only that one). Unset or empty: the rule in choose_forward (tile 0).
+struct ForwardForce {
+  int tile = 0;
+  MmaKind tall_first = MmaKind::kForwardTall;  // the 128-row kernel tried first
+  bool only = false;                           // no other 128-row kernel
+};
+const ForwardForce& forced_forward() {
+  static const ForwardForce forced = [] {
+    ForwardForce f;
     const char* v = std::getenv("LONGATTN_CUDA_FORWARD_TILE");
-    if (v == nullptr || *v == '\0') return 0;
+    if (v == nullptr || *v == '\0') return f;
     const std::string text(v);
-    if (text == "64") return kMmaTileQ;
-    if (text == "128") return kMmaWideTileQ;
-    throw Error(ErrorKind::kInvalidArgument, "LONGATTN_CUDA_FORWARD_TILE",
-                "unknown value '" + text + "', expected 64 or 128");
+    if (text == "64") {
+      f.tile = kMmaTileQ;
+    } else if (text == "128" || text == "128t" || text == "128w") {
+      f.tile = kMmaWideTileQ;
+      f.only = text != "128";
+      if (text == "128w") f.tall_first = MmaKind::kForwardWide;
+    } else {
+      throw Error(ErrorKind::kInvalidArgument, "LONGATTN_CUDA_FORWARD_TILE",
+                  "unknown value '" + text + "', expected 64, 128, 128t or 128w");
+    }
+    return f;
   }();
   return forced;
 }
@@ -504,17 +518,28 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
          mma_tile_k(static_cast<int>(p.dim))};
   }
   // 128-row tiles halve the K/V traffic per query row; they pay off when the tiles are mostly
-  // full (>= 96 rows on average) and there are enough of them to fill the GPU twice.
-  if (const MmaKernel* wide = tensor_core_kernel(p, MmaKind::kForwardWide);
-      wide != nullptr && c.mma != nullptr && forced_forward_tile() != kMmaTileQ) {
-    const int occupancy = mma_occupancy(wide, p.device_index);
-    std::int64_t items = 0;
-    for (const auto& s : p.seqs) items += (s.sq + kMmaWideTileQ - 1) / kMmaWideTileQ;
-    items *= p.hq;
-    const std::int64_t rows = total_rows(p) * p.hq;
-    const bool worth = items >= 2LL * sms * occupancy && rows >= 96 * items;
-    if (occupancy > 0 && (worth || forced_forward_tile() == kMmaWideTileQ)) {
-      c = {wide, occupancy, kMmaWideTileQ, mma_tile_k(static_cast<int>(p.dim))};
+  // full (>= 96 rows on average) and there are enough of them to fill the GPU twice. Of the two
+  // 128-row kernels the 4-warp one (FA2's shape: each K/V fragment feeds two m16 slabs, half the
+  // shared-memory reads per mma) goes first.
+  const ForwardForce& force = forced_forward();
+  if (c.mma != nullptr && force.tile != kMmaTileQ) {
+    const MmaKind first = force.tall_first;
+    const MmaKind second =
+        first == MmaKind::kForwardTall ? MmaKind::kForwardWide : MmaKind::kForwardTall;
+    for (const MmaKind kind : {first, second}) {
+      if (force.only && kind != first) break;
+      const MmaKernel* wide = tensor_core_kernel(p, kind);
+      const int occupancy = wide != nullptr ? mma_occupancy(wide, p.device_index) : 0;
+      if (occupancy == 0) continue;
+      std::int64_t items = 0;
+      for (const auto& s : p.seqs) items += (s.sq + kMmaWideTileQ - 1) / kMmaWideTileQ;
+      items *= p.hq;
+      const std::int64_t rows = total_rows(p) * p.hq;
+      const bool worth = items >= 2LL * sms * occupancy && rows >= 96 * items;
+      if (worth || force.tile == kMmaWideTileQ) {
+        c = {wide, occupancy, kMmaWideTileQ, mma_tile_k(static_cast<int>(p.dim))};
+      }
+      break;
     }
   }
   if (c.occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
@@ -576,6 +601,7 @@ std::string describe_kernels(const Problem& p) {
   int tile_q = kMmaTileQ;
   int tile_k = kMmaTileK;
   std::vector<BatchEntry> table;
+  std::string shape;
   if (p.dout.present()) {
     // The fast mode's choice; it falls back to 64 x 64 deterministic when its accumulator does
     // not fit in memory.
@@ -587,11 +613,12 @@ std::string describe_kernels(const Problem& p) {
     if (c.mma == nullptr) return "generic SIMT kernels, tile 16x32";
     tile_q = c.tile_q;
     tile_k = c.tile_k;
+    if (c.mma->kind == MmaKind::kForwardTall) shape = ", 32 rows per warp";
   }
   const bool packed =
       !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, tile_q, tile_k), tile_q);
   return "tensor cores (mma.sync), tile " + std::to_string(tile_q) + "x" + std::to_string(tile_k) +
-         (packed ? ", GQA heads packed" : "");
+         shape + (packed ? ", GQA heads packed" : "");
 }
 
 int usable_devices() noexcept {

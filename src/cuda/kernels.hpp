@@ -45,11 +45,12 @@ cudaError_t launch_simt_forward(const AttnParams& p, int grid, cudaStream_t stre
 /// Merges split-KV parts (p.merge_work; part rows of p.sched.tile_q) into out and lse.
 cudaError_t launch_merge(const AttnParams& p, cudaStream_t stream);
 
-/// Tensor-core forward for ELEM = int(ElemType::kBF16 or kF16), head dim D and WARPS (4: 64-row
-/// tiles, 8: 128-row tiles); instantiated by the files generated from src/cuda/kernels.list.
-template <int ELEM, int D, int WARPS>
+/// Tensor-core forward for ELEM = int(ElemType::kBF16 or kF16), head dim D, WARPS and SLABS (m16
+/// row slabs per warp): 4 x 1 = 64-row tiles, 8 x 1 or 4 x 2 = 128-row tiles; instantiated by the
+/// files generated from src/cuda/kernels.list.
+template <int ELEM, int D, int WARPS, int SLABS>
 int forward_mma_occupancy();
-template <int ELEM, int D, int WARPS>
+template <int ELEM, int D, int WARPS, int SLABS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
 /// Tensor-core backward for ELEM and D <= 128 over a 64 x KEYS schedule; instantiated like the
@@ -61,9 +62,16 @@ int backward_mma_occupancy();
 template <int ELEM, int D, int KEYS>
 cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
-/// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles;
-/// kBackwardWide: the fast backward on 128-key tiles).
-enum class MmaKind : std::uint8_t { kForward, kForwardWide, kBackward, kBackwardWide };
+/// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles on 8
+/// warps; kForwardTall: 128-row query tiles on 4 warps of 32 rows; kBackwardWide: the fast
+/// backward on 128-key tiles).
+enum class MmaKind : std::uint8_t {
+  kForward,
+  kForwardWide,
+  kForwardTall,
+  kBackward,
+  kBackwardWide
+};
 
 /// One compiled tensor-core kernel.
 struct MmaKernel {

@@ -23,22 +23,22 @@
 
 namespace longattn::detail::cuda {
 
-template <int D, int WARPS>
+template <int D, int WARPS, int SLABS = 1>
 struct ForwardMmaTraits {
   static constexpr int kWarps = WARPS;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kBlockM = 16 * WARPS;
+  static constexpr int kBlockM = 16 * WARPS * SLABS;  // SLABS m16 slabs of rows per warp
   static constexpr int kBlockN = mma_tile_k(D);
   static constexpr int kPitch = D + 8;   // elements per shared row (16-byte pad)
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
   static constexpr int kWordsPerRow = (kBlockM + 63) / 64;
   // Resident blocks per SM the registers must allow (at D <= 64 shared memory allows 4 blocks:
-  // 16 warps at <= 128 registers).
-  static constexpr int kMinBlocks = D <= 64 ? 512 / kThreads : 1;
+  // 16 warps at <= 128 registers; two slabs per warp need more).
+  static constexpr int kMinBlocks = D <= 64 && SLABS == 1 ? 512 / kThreads : 1;
   static constexpr std::size_t kSmemBytes =
       sizeof(std::uint16_t) * static_cast<std::size_t>((kBlockM + 4 * kBlockN) * kPitch);
   static_assert(D % 16 == 0 && kBlockN % 16 == 0, "mma tiles");
-  static_assert(kBlockM == 16 * kWarps, "one m16 slab per warp");
+  static_assert(SLABS == 1 || (SLABS == 2 && D <= 128), "one or two m16 slabs per warp");
 };
 
 /// Issues cp.async for `rows` rows [r0, r0 + n) of an operand (zero-filling rows >= n).
@@ -107,11 +107,12 @@ __device__ __forceinline__ void await_tile(int i, int count, Issue&& issue) {
   __syncthreads();
 }
 
-template <class T, int D, int WARPS>
-__global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads,
-                                  ForwardMmaTraits<D, WARPS>::kMinBlocks)
+template <class T, int D, int WARPS, int SLABS>
+__global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
+                                  ForwardMmaTraits<D, WARPS, SLABS>::kMinBlocks)
     forward_mma_kernel(const AttnParams p) {
-  using Tr = ForwardMmaTraits<D, WARPS>;
+  using Tr = ForwardMmaTraits<D, WARPS, SLABS>;
+  constexpr int SL = SLABS;  // m16 slabs per warp: rows warp * 16 * SL .. + 16 * SL - 1
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
   constexpr int P = Tr::kPitch;
@@ -132,6 +133,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads,
   // exponent's FFMA (FA2's way). Elsewhere the scores are transformed first (factor 1).
   const bool plain_softmax = softmax && p.softcap <= 0.0F && p.scale > 0.0F;
   const float raw_to_log2 = p.scale * kLog2eF;
+  const int warp_row0 = warp * 16 * SL;  // first tile row of this warp
 
   for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
     const RowWork w = p.row_work[item];
@@ -150,21 +152,29 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads,
     load_query_tile_async<T, D, Tr::kThreads>(qs, BM, p, be, w.h, w.qt, qn);
     cp_async_commit();
     if (entries > 0) issue_kv(0, 0);
-    // Bitmask bit of each of this thread's two rows: the query's offset in its schedule tile.
-    int row_bit[2];
+    // Bitmask bit of each of this thread's rows: the query's offset in its schedule tile.
+    int row_bit[SL][2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = warp * 16 + group + r * 8;
-      row_bit[r] = row < qn ? tile_row(p, w.h, w.qt, BM, be.sq, row).query - q0 : 0;
+    for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp_row0 + sl * 16 + group + r * 8;
+        row_bit[sl][r] = row < qn ? tile_row(p, w.h, w.qt, BM, be.sq, row).query - q0 : 0;
+      }
     }
 
-    float o[DB][4];
+    float o[SL][DB][4];
+    float m[SL][2];
+    float l[SL][2];
 #pragma unroll
-    for (int db = 0; db < DB; ++db) o[db][0] = o[db][1] = o[db][2] = o[db][3] = 0.0F;
-    float m[2] = {neg_inf(), neg_inf()};
-    float l[2] = {0.0F, 0.0F};
-    const int row0 = warp * 16 + group;       // rows row0 and row0 + 8 of the tile
-    const bool warp_active = warp * 16 < qn;  // warp-uniform
+    for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+      for (int db = 0; db < DB; ++db)
+        o[sl][db][0] = o[sl][db][1] = o[sl][db][2] = o[sl][db][3] = 0.0F;
+      m[sl][0] = m[sl][1] = neg_inf();
+      l[sl][0] = l[sl][1] = 0.0F;
+    }
+    const bool warp_active = warp_row0 < qn;  // warp-uniform
 
     for (int i = 0; i < entries; ++i) {
       const int buf = i & 1;
@@ -192,25 +202,36 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads,
       }
 
       if (warp_active) {
-        // ---- S = Q K^T ----
-        float s[NB][4];
+        // ---- S = Q K^T (each K fragment serves the warp's SL slabs) ----
+        float s[SL][NB][4];
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) s[nb][0] = s[nb][1] = s[nb][2] = s[nb][3] = 0.0F;
+        for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+          for (int nb = 0; nb < NB; ++nb)
+            s[sl][nb][0] = s[sl][nb][1] = s[sl][nb][2] = s[sl][nb][3] = 0.0F;
+        }
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
-          std::uint32_t a[4];
-          ldmatrix_x4(a, smem_addr(qs + (warp * 16 + (lane % 16)) * P + kk * 16 + (lane / 16) * 8));
+          std::uint32_t a[SL][4];
+#pragma unroll
+          for (int sl = 0; sl < SL; ++sl) {
+            ldmatrix_x4(a[sl], smem_addr(qs + (warp_row0 + sl * 16 + (lane % 16)) * P + kk * 16 +
+                                         (lane / 16) * 8));
+          }
 #pragma unroll
           for (int nb = 0; nb < NB; nb += 2) {
             std::uint32_t b[4];
             ldmatrix_x4(b, smem_addr(kb + (nb * 8 + (lane % 8) + (lane / 16) * 8) * P + kk * 16 +
                                      ((lane / 8) & 1) * 8));
-            mma_16816<T>(s[nb], a, b[0], b[1]);
-            mma_16816<T>(s[nb + 1], a, b[2], b[3]);
+#pragma unroll
+            for (int sl = 0; sl < SL; ++sl) {
+              mma_16816<T>(s[sl][nb], a[sl], b[0], b[1]);
+              mma_16816<T>(s[sl][nb + 1], a[sl], b[2], b[3]);
+            }
           }
         }
 
-        // ---- mask, logit transform, online softmax (rows row0 and row0 + 8) ----
+        // ---- mask, logit transform, online softmax (rows group and group + 8 of each slab) ----
         // Block-uniform. Rows past qn need no mask: their Q rows are zero, nothing is written.
         const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
         const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
@@ -220,103 +241,129 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads,
                             : nullptr;
         if (!raw_scores) {
 #pragma unroll
-          for (int nb = 0; nb < NB; ++nb) {
+          for (int sl = 0; sl < SL; ++sl) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = nb * 8 + tq * 2 + (e & 1);
-              const int row = row0 + (e >> 1) * 8;
-              bool visible = key < jn && row < qn;
-              if (visible && tile_bits != nullptr) {
-                const int bit = row_bit[e >> 1];
-                const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + bit / 64];
-                visible = ((word >> (bit % 64)) & 1U) != 0;
-              }
-              const float x = capped_logit(p, s[nb][e]) * post;
-              if (softmax) {
-                s[nb][e] = visible ? x : neg_inf();
-              } else {
-                s[nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+            for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+              for (int e = 0; e < 4; ++e) {
+                const int key = nb * 8 + tq * 2 + (e & 1);
+                const int row = warp_row0 + sl * 16 + group + (e >> 1) * 8;
+                bool visible = key < jn && row < qn;
+                if (visible && tile_bits != nullptr) {
+                  const int bit = row_bit[sl][e >> 1];
+                  const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + bit / 64];
+                  visible = ((word >> (bit % 64)) & 1U) != 0;
+                }
+                const float x = capped_logit(p, s[sl][nb][e]) * post;
+                if (softmax) {
+                  s[sl][nb][e] = visible ? x : neg_inf();
+                } else {
+                  s[sl][nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+                }
               }
             }
           }
         }
         if (softmax) {
-          float alpha[2];
+          float alpha[SL][2];
+          bool moved = false;
 #pragma unroll
-          for (int r = 0; r < 2; ++r) {
-            float mx = neg_inf();
+          for (int sl = 0; sl < SL; ++sl) {
 #pragma unroll
-            for (int nb = 0; nb < NB; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * r], s[nb][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
-            const float m_new = fmaxf(m[r], mx * to_log2);
-            const float m_use = m_new == neg_inf() ? 0.0F : m_new;
-            alpha[r] = m_new == m[r] ? 1.0F : exp2_ftz(m[r] - m_use);
-            float sum = 0.0F;
+            for (int r = 0; r < 2; ++r) {
+              float mx = neg_inf();
 #pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
-              s[nb][2 * r] = exp2_ftz(fmaf(s[nb][2 * r], to_log2, -m_use));
-              s[nb][2 * r + 1] = exp2_ftz(fmaf(s[nb][2 * r + 1], to_log2, -m_use));
-              sum += s[nb][2 * r] + s[nb][2 * r + 1];
+              for (int nb = 0; nb < NB; ++nb) {
+                mx = fmaxf(mx, fmaxf(s[sl][nb][2 * r], s[sl][nb][2 * r + 1]));
+              }
+              mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
+              mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
+              const float m_new = fmaxf(m[sl][r], mx * to_log2);
+              const float m_use = m_new == neg_inf() ? 0.0F : m_new;
+              alpha[sl][r] = m_new == m[sl][r] ? 1.0F : exp2_ftz(m[sl][r] - m_use);
+              moved |= alpha[sl][r] != 1.0F;
+              float sum = 0.0F;
+#pragma unroll
+              for (int nb = 0; nb < NB; ++nb) {
+                s[sl][nb][2 * r] = exp2_ftz(fmaf(s[sl][nb][2 * r], to_log2, -m_use));
+                s[sl][nb][2 * r + 1] = exp2_ftz(fmaf(s[sl][nb][2 * r + 1], to_log2, -m_use));
+                sum += s[sl][nb][2 * r] + s[sl][nb][2 * r + 1];
+              }
+              // Per-thread partial; the quad is summed in the epilogue.
+              l[sl][r] = l[sl][r] * alpha[sl][r] + sum;
+              m[sl][r] = m_new;
             }
-            l[r] = l[r] * alpha[r] + sum;  // per-thread partial; the quad is summed in the epilogue
-            m[r] = m_new;
           }
           // Rescale O only when a row max of the warp moved: past the first tiles of a long row
-          // most tiles leave all 16 unchanged (x1 would be exact anyway).
-          if (__any_sync(0xffffffffU, alpha[0] != 1.0F || alpha[1] != 1.0F)) {
+          // most tiles leave all of them unchanged (x1 would be exact anyway).
+          if (__any_sync(0xffffffffU, moved)) {
 #pragma unroll
-            for (int db = 0; db < DB; ++db) {
-              o[db][0] *= alpha[0];
-              o[db][1] *= alpha[0];
-              o[db][2] *= alpha[1];
-              o[db][3] *= alpha[1];
+            for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+              for (int db = 0; db < DB; ++db) {
+                o[sl][db][0] *= alpha[sl][0];
+                o[sl][db][1] *= alpha[sl][0];
+                o[sl][db][2] *= alpha[sl][1];
+                o[sl][db][3] *= alpha[sl][1];
+              }
             }
           }
         }
 
-        // ---- O += P V ----
+        // ---- O += P V (each V fragment serves the warp's SL slabs) ----
         if (!v_nonfinite) {
 #pragma unroll
           for (int kk = 0; kk < BN / 16; ++kk) {
-            const std::uint32_t a[4] = {pack_pair<T>(s[2 * kk][0], s[2 * kk][1]),
-                                        pack_pair<T>(s[2 * kk][2], s[2 * kk][3]),
-                                        pack_pair<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                                        pack_pair<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            std::uint32_t a[SL][4];
+#pragma unroll
+            for (int sl = 0; sl < SL; ++sl) {
+              a[sl][0] = pack_pair<T>(s[sl][2 * kk][0], s[sl][2 * kk][1]);
+              a[sl][1] = pack_pair<T>(s[sl][2 * kk][2], s[sl][2 * kk][3]);
+              a[sl][2] = pack_pair<T>(s[sl][2 * kk + 1][0], s[sl][2 * kk + 1][1]);
+              a[sl][3] = pack_pair<T>(s[sl][2 * kk + 1][2], s[sl][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int db = 0; db < DB; db += 2) {
               std::uint32_t b[4];
               ldmatrix_x4_trans(
                   b, smem_addr(vb + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P + db * 8 +
                                (lane / 16) * 8));
-              mma_16816<T>(o[db], a, b[0], b[1]);
-              mma_16816<T>(o[db + 1], a, b[2], b[3]);
+#pragma unroll
+              for (int sl = 0; sl < SL; ++sl) {
+                mma_16816<T>(o[sl][db], a[sl], b[0], b[1]);
+                mma_16816<T>(o[sl][db + 1], a[sl], b[2], b[3]);
+              }
             }
           }
         } else {
-          // Exact path: a weight of zero never reads V.
+          // Exact path: a weight of zero never reads V. One slab at a time (an inlined call per
+          // slab keeps every register index static; one loop nest over both would not unroll).
+          auto exact_pv = [&](const float(&ps)[NB][4], float(&os)[DB][4]) {
 #pragma unroll
-          for (int nb = 0; nb < NB; ++nb) {
+            for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-            for (int t = 0; t < 8; ++t) {
-              const int key = nb * 8 + t;
-              const int src = (lane & ~3) | (t >> 1);
-              const float p0 = __shfl_sync(0xffffffffU, s[nb][t & 1], src);
-              const float p1 = __shfl_sync(0xffffffffU, s[nb][2 + (t & 1)], src);
-              if (key >= jn) continue;
+              for (int t = 0; t < 8; ++t) {
+                const int key = nb * 8 + t;
+                const int src = (lane & ~3) | (t >> 1);
+                const float p0 = __shfl_sync(0xffffffffU, ps[nb][t & 1], src);
+                const float p1 = __shfl_sync(0xffffffffU, ps[nb][2 + (t & 1)], src);
+                if (key >= jn) continue;
 #pragma unroll
-              for (int db = 0; db < DB; ++db) {
+                for (int db = 0; db < DB; ++db) {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                  const float pw = e < 2 ? p0 : p1;
-                  if (pw != 0.0F) {
-                    o[db][e] =
-                        fmaf(pw, to_float(vb[key * P + db * 8 + tq * 2 + (e & 1)]), o[db][e]);
+                  for (int e = 0; e < 4; ++e) {
+                    const float pw = e < 2 ? p0 : p1;
+                    if (pw != 0.0F) {
+                      os[db][e] =
+                          fmaf(pw, to_float(vb[key * P + db * 8 + tq * 2 + (e & 1)]), os[db][e]);
+                    }
                   }
                 }
               }
             }
-          }
+          };
+          exact_pv(s[0], o[0]);
+          if constexpr (SL == 2) exact_pv(s[1], o[1]);
         }
       }
       __syncthreads();  // this buffer is refilled by the prefetch of iteration i + 2
@@ -325,82 +372,89 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS>::kThreads,
 
     // ---- epilogue ----
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      l[r] += __shfl_xor_sync(0xffffffffU, l[r], 1);
-      l[r] += __shfl_xor_sync(0xffffffffU, l[r], 2);
-      const int row = row0 + r * 8;
-      if (row >= qn) continue;
-      if (w.part >= 0) {
-        const std::int64_t prow = static_cast<std::int64_t>(w.part) * BM + row;
+    for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        l[sl][r] += __shfl_xor_sync(0xffffffffU, l[sl][r], 1);
+        l[sl][r] += __shfl_xor_sync(0xffffffffU, l[sl][r], 2);
+        const int row = warp_row0 + sl * 16 + group + r * 8;
+        if (row >= qn) continue;
+        if (w.part >= 0) {
+          const std::int64_t prow = static_cast<std::int64_t>(w.part) * BM + row;
+#pragma unroll
+          for (int db = 0; db < DB; ++db) {
+            float* dst = p.part_acc + prow * D + db * 8 + tq * 2;
+            dst[0] = o[sl][db][2 * r];
+            dst[1] = o[sl][db][2 * r + 1];
+          }
+          if (tq == 0) {
+            p.part_ml[2 * prow] = m[sl][r];
+            p.part_ml[2 * prow + 1] = l[sl][r];
+          }
+          continue;
+        }
+        const TileRow tr = tile_row(p, w.h, w.qt, BM, be.sq, row);
+        const RowFinal f = softmax ? finalize_row(m[sl][r], l[sl][r], sink_log2(p, tr.head))
+                                   : RowFinal{1.0F, 0.0F};
+        T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(tr.query) * p.o_ts +
+                  tr.head * p.o_hs;
 #pragma unroll
         for (int db = 0; db < DB; ++db) {
-          float* dst = p.part_acc + prow * D + db * 8 + tq * 2;
-          dst[0] = o[db][2 * r];
-          dst[1] = o[db][2 * r + 1];
+          *reinterpret_cast<std::uint32_t*>(orow + db * 8 + tq * 2) =
+              pack_pair<T>(o[sl][db][2 * r] * f.factor, o[sl][db][2 * r + 1] * f.factor);
         }
-        if (tq == 0) {
-          p.part_ml[2 * prow] = m[r];
-          p.part_ml[2 * prow + 1] = l[r];
+        if (tq == 0 && p.lse != nullptr && softmax) {
+          p.lse[be.lse + tr.head * p.lse_hs + static_cast<std::int64_t>(tr.query) * p.lse_ts] =
+              f.lse;
         }
-        continue;
-      }
-      const TileRow tr = tile_row(p, w.h, w.qt, BM, be.sq, row);
-      const RowFinal f =
-          softmax ? finalize_row(m[r], l[r], sink_log2(p, tr.head)) : RowFinal{1.0F, 0.0F};
-      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(tr.query) * p.o_ts +
-                tr.head * p.o_hs;
-#pragma unroll
-      for (int db = 0; db < DB; ++db) {
-        *reinterpret_cast<std::uint32_t*>(orow + db * 8 + tq * 2) =
-            pack_pair<T>(o[db][2 * r] * f.factor, o[db][2 * r + 1] * f.factor);
-      }
-      if (tq == 0 && p.lse != nullptr && softmax) {
-        p.lse[be.lse + tr.head * p.lse_hs + static_cast<std::int64_t>(tr.query) * p.lse_ts] = f.lse;
       }
     }
   });
 }
 
 /// Resident blocks per SM (0 when the kernel cannot be configured).
-template <int ELEM, int D, int WARPS>
+template <int ELEM, int D, int WARPS, int SLABS>
 int forward_mma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  using Tr = ForwardMmaTraits<D, WARPS>;
+  using Tr = ForwardMmaTraits<D, WARPS, SLABS>;
+  constexpr auto* kKernel = forward_mma_kernel<T, D, WARPS, SLABS>;
   if (!fits_shared_memory(Tr::kSmemBytes)) return 0;
-  if (allow_dynamic_smem(forward_mma_kernel<T, D, WARPS>, Tr::kSmemBytes) != cudaSuccess) {
+  if (allow_dynamic_smem(kKernel, Tr::kSmemBytes) != cudaSuccess) {
     (void)cudaGetLastError();  // not sticky: the caller falls back to the generic kernel
     return 0;
   }
   int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, forward_mma_kernel<T, D, WARPS>,
-                                                    Tr::kThreads, Tr::kSmemBytes) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kKernel, Tr::kThreads,
+                                                    Tr::kSmemBytes) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }
   return blocks;
 }
 
-template <int ELEM, int D, int WARPS>
+template <int ELEM, int D, int WARPS, int SLABS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  using Tr = ForwardMmaTraits<D, WARPS>;
-  if (cudaError_t e = allow_dynamic_smem(forward_mma_kernel<T, D, WARPS>, Tr::kSmemBytes);
-      e != cudaSuccess) {
-    return e;
-  }
-  launch_kernel(forward_mma_kernel<T, D, WARPS>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+  using Tr = ForwardMmaTraits<D, WARPS, SLABS>;
+  constexpr auto* kKernel = forward_mma_kernel<T, D, WARPS, SLABS>;
+  if (cudaError_t e = allow_dynamic_smem(kKernel, Tr::kSmemBytes); e != cudaSuccess) return e;
+  launch_kernel(kKernel, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
   if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
   return launch_merge(p, stream);
 }
 
 }  // namespace longattn::detail::cuda
 
-/// Explicit instantiation of one (element type, head dim, warps) forward: one per generated
-/// file (kernels.list kind fwd: 4 warps, 64-row tiles; fwdw: 8 warps, 128-row tiles).
-#define LONGATTN_INSTANTIATE_FORWARD_MMA_WARPS(ELEM, D, WARPS)                     \
-  template int longattn::detail::cuda::forward_mma_occupancy<ELEM, D, WARPS>();    \
-  template cudaError_t longattn::detail::cuda::launch_forward_mma<ELEM, D, WARPS>( \
+/// Explicit instantiation of one (element type, head dim, warps, slabs per warp) forward: one
+/// per generated file (kernels.list kind fwd: 4 warps x 16 rows = 64-row tiles; fwdw: 8 warps x
+/// 16 rows = 128; fwdt: 4 warps x 32 rows = 128, each K/V fragment serving two m16 slabs).
+#define LONGATTN_INSTANTIATE_FORWARD_MMA_SHAPE(ELEM, D, WARPS, SLABS)                     \
+  template int longattn::detail::cuda::forward_mma_occupancy<ELEM, D, WARPS, SLABS>();    \
+  template cudaError_t longattn::detail::cuda::launch_forward_mma<ELEM, D, WARPS, SLABS>( \
       const longattn::detail::cuda::AttnParams&, int, cudaStream_t);
-#define LONGATTN_INSTANTIATE_FORWARD_MMA(ELEM, D) LONGATTN_INSTANTIATE_FORWARD_MMA_WARPS(ELEM, D, 4)
+#define LONGATTN_INSTANTIATE_FORWARD_MMA(ELEM, D) \
+  LONGATTN_INSTANTIATE_FORWARD_MMA_SHAPE(ELEM, D, 4, 1)
 #define LONGATTN_INSTANTIATE_FORWARD_MMA_WIDE(ELEM, D) \
-  LONGATTN_INSTANTIATE_FORWARD_MMA_WARPS(ELEM, D, 8)
+  LONGATTN_INSTANTIATE_FORWARD_MMA_SHAPE(ELEM, D, 8, 1)
+#define LONGATTN_INSTANTIATE_FORWARD_MMA_TALL(ELEM, D) \
+  LONGATTN_INSTANTIATE_FORWARD_MMA_SHAPE(ELEM, D, 4, 2)
