@@ -520,26 +520,32 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
   // 128-row tiles halve the K/V traffic per query row; they pay off when the tiles are mostly
   // full (>= 96 rows on average) and there are enough of them to fill the GPU twice. Of the two
   // 128-row kernels the 4-warp one (FA2's shape: each K/V fragment feeds two m16 slabs, half the
-  // shared-memory reads per mma) goes first.
+  // shared-memory reads per mma) is taken unless the 8-warp one keeps more warps per SM (an A100
+  // holds one 104 KB block at D = 128: 4 warps against 8).
   const ForwardForce& force = forced_forward();
   if (c.mma != nullptr && force.tile != kMmaTileQ) {
     const MmaKind first = force.tall_first;
     const MmaKind second =
         first == MmaKind::kForwardTall ? MmaKind::kForwardWide : MmaKind::kForwardTall;
+    ForwardChoice best;
+    int best_warps = 0;
     for (const MmaKind kind : {first, second}) {
       if (force.only && kind != first) break;
-      const MmaKernel* wide = tensor_core_kernel(p, kind);
-      const int occupancy = wide != nullptr ? mma_occupancy(wide, p.device_index) : 0;
-      if (occupancy == 0) continue;
+      const MmaKernel* k = tensor_core_kernel(p, kind);
+      const int occupancy = k != nullptr ? mma_occupancy(k, p.device_index) : 0;
+      const int warps = occupancy * (kind == MmaKind::kForwardWide ? 8 : 4);
+      if (warps > best_warps) {
+        best = {k, occupancy, kMmaWideTileQ, mma_tile_k(static_cast<int>(p.dim))};
+        best_warps = warps;
+      }
+    }
+    if (best.mma != nullptr) {
       std::int64_t items = 0;
       for (const auto& s : p.seqs) items += (s.sq + kMmaWideTileQ - 1) / kMmaWideTileQ;
       items *= p.hq;
       const std::int64_t rows = total_rows(p) * p.hq;
-      const bool worth = items >= 2LL * sms * occupancy && rows >= 96 * items;
-      if (worth || force.tile == kMmaWideTileQ) {
-        c = {wide, occupancy, kMmaWideTileQ, mma_tile_k(static_cast<int>(p.dim))};
-      }
-      break;
+      const bool worth = items >= 2LL * sms * best.occupancy && rows >= 96 * items;
+      if (worth || force.tile == kMmaWideTileQ) c = best;
     }
   }
   if (c.occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
@@ -575,15 +581,22 @@ struct BackwardChoice {
 
 /// `fast`: the caller allows the atomic-dQ mode (not options.deterministic, and its accumulator
 /// fits in memory). 128-key tiles halve the Q/dO loads and dQ reductions per key and have the
-/// same warps per SM as two 64-key blocks, so they are taken whenever they exist and fit.
+/// same warps per SM as two 64-key blocks; they are taken where they exist, fit, and their
+/// key tiles (half as many work items) still fill every resident block.
 BackwardChoice choose_backward(const Problem& p, const AttnParams& a, bool fast) {
+  const int forced = forced_backward_tile();  // read first: a bad value is an error in every mode
   BackwardChoice c;
   if (const MmaKernel* narrow = tensor_core_kernel(p, MmaKind::kBackward); narrow != nullptr) {
     c = {narrow, mma_occupancy(narrow, p.device_index), kMmaTileQ, kMmaTileK, fast};
   }
   if (const MmaKernel* wide = tensor_core_kernel(p, MmaKind::kBackwardWide);
-      fast && wide != nullptr && forced_backward_tile() != kMmaTileK) {
-    if (const int occupancy = mma_occupancy(wide, p.device_index); occupancy > 0) {
+      fast && wide != nullptr && forced != kMmaTileK) {
+    const int occupancy = mma_occupancy(wide, p.device_index);
+    std::int64_t items = 0;
+    for (const auto& s : p.seqs) items += (s.skv + kMmaWideTileK - 1) / kMmaWideTileK;
+    items *= p.hkv;
+    const bool fills = items >= static_cast<std::int64_t>(props(p.device_index).sms) * occupancy;
+    if (occupancy > 0 && (fills || forced == kMmaWideTileK || c.occupancy == 0)) {
       c = {wide, occupancy, kMmaTileQ, kMmaWideTileK, true};
     }
   }
@@ -780,6 +793,11 @@ void backward(const Problem& p) {
     }
     (void)cudaGetLastError();  // not sticky; cleared so the launch checks do not report it
     choice = choose_backward(p, a, false);
+    if (choice.occupancy == 0) {
+      throw Error(
+          ErrorKind::kRuntime, "q",
+          "the deterministic backward kernels cannot be resident at D=" + std::to_string(p.dim));
+    }
     work = work_of(choice);
     check(ws.allocate(without_accum),
           "cudaMallocAsync (backward workspace, " + std::to_string(without_accum) + " bytes)");

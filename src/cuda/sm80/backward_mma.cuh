@@ -227,8 +227,9 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
         }
 
         // ---- P^T and dS^T in place ----
-        if (plain_full_tile(p, bits_index, jn, BN)) {
-          // FULL tile: no mask. Queries past qn have lse2 = +inf and zero dO, so P = dS = 0.
+        if (qn == BM && plain_full_tile(p, bits_index, jn, BN)) {
+          // FULL tile of full query rows: no mask. (A ragged last query tile keeps the mask: its
+          // zero rows times an Inf in K or V would be NaN in P^T / dS^T, hence in dK / dV.)
 #pragma unroll
           for (int nb = 0; nb < NB; ++nb) {
             const float2 l2 = *reinterpret_cast<const float2*>(lse2 + nb * 8 + tq * 2);

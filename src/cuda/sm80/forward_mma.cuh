@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
 // Tensor-core forward for bf16/fp16 (sm_80+): FlashAttention-2 over the block schedule.
 //
-// Block = WARPS warps and a 16 * WARPS-row query tile (warp w owns rows 16w..16w+15): 4 warps
-// / 64 rows (decode, short sequences, D = 256) or 8 warps / 128 rows (long prefill: each K/V
-// tile fetched into shared memory serves twice the rows), against 64-key tiles (32 for
-// D = 256) listed by the schedule. A warp whose rows are all past the tile's valid rows (decode
-// tiles, sequence tails) skips the arithmetic and only takes part in the loads and barriers.
-// Mainloop per key tile: S = Q K^T (mma.sync m16n8k16, Q and K fragments by ldmatrix), mask (FULL:
-// only the sequence end; PARTIAL: the tile's bitmask), softcap, online softmax (or sigmoid) in
-// registers, O += P V (P re-packed from the S accumulators as the A operand, V by ldmatrix.trans).
+// Block = WARPS warps x SLABS m16 slabs of query rows (warp w owns rows 16 SLABS w ..
+// 16 SLABS (w + 1) - 1): 4 x 1 = 64 rows (decode, short sequences, D = 256); 128 rows for long
+// prefill as 8 x 1 or 4 x 2 (FA2's shape: each K/V fragment read from shared memory feeds both
+// slabs), against 64-key tiles (32 for D = 256) listed by the schedule. A warp whose rows are all
+// past the tile's valid rows (decode tiles, sequence tails) skips the arithmetic and only takes
+// part in the loads and barriers.
+// Mainloop per key tile: S = Q K^T (mma.sync m16n8k16, Q and K fragments by ldmatrix); FULL key
+// tiles of a plain softmax go straight to the exponent (scale folded into its FFMA), others are
+// masked (the sequence end; PARTIAL: the tile's bitmask) and transformed (scale, softcap); online
+// softmax (or sigmoid) in registers, O rescaled only when a row max moved; O += P V (P re-packed
+// from the S accumulators as the A operand, V by ldmatrix.trans).
 // K/V tiles are double buffered with cp.async. Shared rows are padded by 16 bytes, which makes
 // every ldmatrix phase hit 8 distinct bank groups. The epilogue normalizes and writes O and the
 // LSE, or a split-KV part for the merge kernel. The tile scheduler is the persistent longest-first
@@ -32,8 +35,8 @@ struct ForwardMmaTraits {
   static constexpr int kPitch = D + 8;   // elements per shared row (16-byte pad)
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
   static constexpr int kWordsPerRow = (kBlockM + 63) / 64;
-  // Resident blocks per SM the registers must allow (at D <= 64 shared memory allows 4 blocks:
-  // 16 warps at <= 128 registers; two slabs per warp need more).
+  // Resident blocks per SM the registers must allow (at D <= 64 an H100's shared memory holds 4
+  // blocks, an A100's 3: 16 warps need <= 128 registers; two slabs per warp need more).
   static constexpr int kMinBlocks = D <= 64 && SLABS == 1 ? 512 / kThreads : 1;
   static constexpr std::size_t kSmemBytes =
       sizeof(std::uint16_t) * static_cast<std::size_t>((kBlockM + 4 * kBlockN) * kPitch);
@@ -436,6 +439,7 @@ template <int ELEM, int D, int WARPS, int SLABS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
   using Tr = ForwardMmaTraits<D, WARPS, SLABS>;
+  if (p.sched.tile_q != Tr::kBlockM || p.sched.tile_k != Tr::kBlockN) return cudaErrorInvalidValue;
   constexpr auto* kKernel = forward_mma_kernel<T, D, WARPS, SLABS>;
   if (cudaError_t e = allow_dynamic_smem(kKernel, Tr::kSmemBytes); e != cudaSuccess) return e;
   launch_kernel(kKernel, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
