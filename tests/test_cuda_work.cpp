@@ -131,6 +131,37 @@ TEST(CudaWork, DecodeSplitsOverKeysAndPacksGroups) {
   }
 }
 
+TEST(CudaWork, ListMakespanFollowsTheWorkCounter) {
+  using detail::cuda::list_makespan;
+  // Longest first onto the first free block: 3 | 3, then 2 onto each, then the last 2.
+  EXPECT_EQ(list_makespan({2, 3, 2, 3, 2}, 2), 7);
+  EXPECT_EQ(list_makespan({5, 1, 1, 1, 1, 1}, 2), 5);
+  EXPECT_EQ(list_makespan({4, 4, 4}, 8), 4);
+  EXPECT_EQ(list_makespan({}, 8), 0);
+}
+
+TEST(CudaWork, SplitKvAvoidsAnIdleLastWave) {
+  using detail::cuda::choose_kv_splits;
+  // Decode, B = 16 x 8 KV heads, 512 key tiles each, on 132 SMs x 2 blocks: 2 parts each is one
+  // wave of 256 (5 parts, as "fill the GPU twice" chose, leave 152 of 264 blocks idle in a third
+  // wave).
+  EXPECT_EQ(choose_kv_splits(std::vector<std::int64_t>(128, 512), 264), 2);
+  // B = 1: 8 items of 64 key tiles: parts of 4 tiles, the least a part keeps.
+  EXPECT_EQ(choose_kv_splits(std::vector<std::int64_t>(8, 64), 264), 16);
+  // Enough items: no split.
+  EXPECT_EQ(choose_kv_splits(std::vector<std::int64_t>(528, 512), 264), 1);
+  EXPECT_EQ(choose_kv_splits({}, 264), 1);
+  // 300 equal items on 264 blocks: a second wave with 36 busy blocks; splitting finishes sooner.
+  const std::int64_t s = choose_kv_splits(std::vector<std::int64_t>(300, 256), 264);
+  EXPECT_GT(s, 1);
+  // Too short to split (a part keeps 4 key tiles).
+  EXPECT_EQ(choose_kv_splits(std::vector<std::int64_t>(10, 7), 264), 1);
+  // Mixed lengths, fewer items than blocks: split.
+  std::vector<std::int64_t> mixed;
+  for (int i = 0; i < 40; ++i) mixed.push_back(16 + (i * 37) % 300);
+  EXPECT_GT(choose_kv_splits(mixed, 132), 1);
+}
+
 TEST(CudaWork, PackedVarlenWithUnevenQueries) {
   // Varlen: entries with 3, 0, 1 and 2 queries, 4 query heads per KV head.
   std::vector<std::int32_t> cu_q{0, 3, 3, 4, 6};

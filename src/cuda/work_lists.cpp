@@ -3,18 +3,87 @@
 #include "cuda/work_lists.hpp"
 
 #include <algorithm>
+#include <functional>
+#include <queue>
 #include <utility>
 
 namespace longattn::detail::cuda {
+
+namespace {
+
+constexpr std::int64_t kMinEntriesPerPart = 4;
+constexpr std::int64_t kMaxSplits = 64;
+// Estimated cost of an item beyond its key tiles, in key tiles: the query tile's load and the
+// pipeline's fill; a split part also writes a partial that the merge reads back.
+constexpr std::int64_t kItemCost = 1;
+constexpr std::int64_t kPartCost = 2;
+
+/// Parts of an item of `count` key tiles at `splits` splits.
+std::int64_t parts_of(std::int64_t count, std::int64_t splits) {
+  return std::clamp<std::int64_t>(std::min(splits, count / kMinEntriesPerPart), 1, kMaxSplits);
+}
+
+}  // namespace
+
+std::int64_t list_makespan(std::vector<std::int64_t> costs, std::int64_t slots) {
+  std::sort(costs.begin(), costs.end(), std::greater<>());
+  if (static_cast<std::int64_t>(costs.size()) <= slots) return costs.empty() ? 0 : costs.front();
+  // Min-heap of the blocks' finish times; the next item goes to the first block that is free.
+  std::priority_queue<std::int64_t, std::vector<std::int64_t>, std::greater<>> free_at;
+  std::int64_t makespan = 0;
+  for (const std::int64_t c : costs) {
+    std::int64_t start = 0;
+    if (static_cast<std::int64_t>(free_at.size()) >= slots) {
+      start = free_at.top();
+      free_at.pop();
+    }
+    free_at.push(start + c);
+    makespan = std::max(makespan, start + c);
+  }
+  return makespan;
+}
+
+std::int64_t choose_kv_splits(const std::vector<std::int64_t>& counts, std::int64_t slots) {
+  const auto items = static_cast<std::int64_t>(counts.size());
+  if (items == 0 || slots <= 0 || items >= 2 * slots) return 1;
+  // Searched: up to the splits that give two parts per block (more only adds partials and
+  // merge traffic); a larger split count must gain > 1/64 to be taken (the model is coarse).
+  const std::int64_t most = std::min(kMaxSplits, (2 * slots + items - 1) / items);
+  std::int64_t best = 1;
+  std::int64_t best_time = 0;
+  std::vector<std::int64_t> costs;
+  for (std::int64_t s = 1; s <= most; ++s) {
+    costs.clear();
+    std::int64_t total = 0;
+    std::int64_t longest = 0;
+    for (const std::int64_t c : counts) {
+      const std::int64_t parts = parts_of(c, s);
+      for (std::int64_t i = 0; i < parts; ++i) {
+        const std::int64_t len = c * (i + 1) / parts - c * i / parts;
+        costs.push_back(len + (parts > 1 ? kPartCost : kItemCost));
+        total += costs.back();
+        longest = std::max(longest, costs.back());
+      }
+    }
+    // No list finishes before its longest item or its average load per block: skip the
+    // simulation when that bound cannot win.
+    const std::int64_t bound = std::max(longest, (total + slots - 1) / slots);
+    if (s > 1 && 64 * bound >= 63 * best_time) continue;
+    const std::int64_t t = list_makespan(costs, slots);
+    if (s == 1 || 64 * t < 63 * best_time) {
+      best = s;
+      best_time = t;
+    }
+  }
+  return best;
+}
 
 WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
                            const std::vector<ColumnSchedule>& columns, int slots_per_gpu,
                            std::int64_t tile_k, bool packed) {
   WorkLists out;
-  // Forward: one item per query tile, split over key tiles when the items cannot
-  // fill the GPU twice over; each part keeps at least kMinEntriesPerPart key tiles.
-  constexpr std::int64_t kMinEntriesPerPart = 4;
-  constexpr std::int64_t kMaxSplits = 64;
+  // Forward: one item per query tile, split over key tiles where that finishes sooner
+  // (choose_kv_splits).
   std::vector<RowWork>& full = out.full;
   for (std::int64_t b = 0; b < p.batch; ++b) {
     // Packed: one item per KV head (its group's first head stands for the group's schedule).
@@ -37,15 +106,13 @@ WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
   std::stable_sort(full.begin(), full.end(), longest_first);
   std::vector<RowWork>& fwd = out.fwd;
   std::vector<MergeWork>& merges = out.merges;
-  const auto items = static_cast<std::int64_t>(full.size());
-  const std::int64_t splits =
-      items > 0 && items < slots_per_gpu
-          ? std::min<std::int64_t>(kMaxSplits, (2 * slots_per_gpu + items - 1) / items)
-          : 1;
+  std::vector<std::int64_t> counts;
+  counts.reserve(full.size());
+  for (const RowWork& r : full) counts.push_back(r.end - r.begin);
+  const std::int64_t splits = choose_kv_splits(counts, slots_per_gpu);
   for (const RowWork& r : full) {
     const std::int64_t count = r.end - r.begin;
-    const std::int64_t parts =
-        std::clamp<std::int64_t>(std::min(splits, count / kMinEntriesPerPart), 1, kMaxSplits);
+    const std::int64_t parts = parts_of(count, splits);
     if (parts == 1) {
       fwd.push_back(r);
       continue;

@@ -26,11 +26,25 @@ struct WorkLists {
 };
 
 /// Builds the lists of `set` (tile_k keys per tile; `columns` = transpose_schedule of each slot).
-/// Query tiles are split over their key tiles when the items cannot fill `slots_per_gpu`
-/// resident blocks twice; a part keeps at least 4 key tiles.
+/// Query tiles are split over their key tiles (split-KV) by choose_kv_splits; a part keeps at
+/// least 4 key tiles.
 WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
                            const std::vector<ColumnSchedule>& columns, int slots_per_gpu,
                            std::int64_t tile_k, bool packed);
+
+/// When the `slots` resident blocks would see an item per block or less (or a last wave that
+/// leaves most of them idle), items of `counts` key tiles are split over their key tiles: the
+/// number of splits (each item gets min(splits, count / 4) parts, at least 1; searched up to
+/// two parts per block) that finishes the list soonest in the persistent kernels' order
+/// (list_makespan), counting a fixed cost per item and part; more splits must gain > 1/64.
+/// Returns 1 (no split) when there are >= 2 x slots items.
+/// Decode with 128 items on 264 blocks: 2 parts each (one wave of 256), where "fill the GPU
+/// twice" gave 5 (640 parts: 2.4 waves, the last with 112 of 264 blocks busy).
+std::int64_t choose_kv_splits(const std::vector<std::int64_t>& counts, std::int64_t slots);
+
+/// Finish time of items of the given costs taken longest-first by `slots` persistent blocks,
+/// each item by the first block that is free.
+std::int64_t list_makespan(std::vector<std::int64_t> costs, std::int64_t slots);
 
 /// GQA packing for the tensor-core forward: when every batch entry's queries of a whole KV
 /// group fit one query tile (tile_q rows) and the group's heads share one mask, K/V are read once
