@@ -112,7 +112,7 @@ TEST(CudaWork, CausalPrefillNeedsNoSplit) {
   AttentionOptions o;
   o.causal = true;
   const Scheduled s = make(2, 8, 2, 1000, 1000, o, 64, 64);
-  const WorkLists w = build_work_lists(s.p, *s.set, s.columns, 16, 64, false);
+  const WorkLists w = build_work_lists(s.p, *s.set, &s.columns, 16, 64, false);
   EXPECT_EQ(w.num_parts, 0);
   expect_consistent(s, w, false, 64);
   // Causal: the first tile of the list is the longest (the last query tile).
@@ -125,7 +125,7 @@ TEST(CudaWork, DecodeSplitsOverKeysAndPacksGroups) {
   const Scheduled s = make(3, 32, 8, 1, 4096, o, 64, 64);
   ASSERT_TRUE(detail::cuda::use_gqa_packing(s.p, *s.set, 64));
   for (bool packed : {false, true}) {
-    const WorkLists w = build_work_lists(s.p, *s.set, s.columns, 264, 64, packed);
+    const WorkLists w = build_work_lists(s.p, *s.set, &s.columns, 264, 64, packed);
     EXPECT_GT(w.num_parts, 0) << "few items on many SMs: split-KV";
     expect_consistent(s, w, packed, 64);
   }
@@ -162,6 +162,29 @@ TEST(CudaWork, SplitKvAvoidsAnIdleLastWave) {
   EXPECT_GT(choose_kv_splits(mixed, 132), 1);
 }
 
+TEST(CudaWork, ForwardAloneSkipsTheBackwardLists) {
+  AttentionOptions o;
+  o.causal = true;
+  const Scheduled s = make(2, 8, 2, 300, 1000, o, 64, 64);
+  for (int slots : {4, 264}) {
+    const WorkLists both = build_work_lists(s.p, *s.set, &s.columns, slots, 64, false);
+    const WorkLists fwd = build_work_lists(s.p, *s.set, nullptr, slots, 64, false);
+    EXPECT_TRUE(fwd.full.empty());
+    EXPECT_TRUE(fwd.cols.empty());
+    EXPECT_FALSE(both.full.empty());
+    EXPECT_FALSE(both.cols.empty());
+    ASSERT_EQ(fwd.fwd.size(), both.fwd.size());
+    for (std::size_t i = 0; i < fwd.fwd.size(); ++i) {
+      EXPECT_EQ(std::make_tuple(fwd.fwd[i].b, fwd.fwd[i].h, fwd.fwd[i].qt, fwd.fwd[i].part,
+                                fwd.fwd[i].begin, fwd.fwd[i].end),
+                std::make_tuple(both.fwd[i].b, both.fwd[i].h, both.fwd[i].qt, both.fwd[i].part,
+                                both.fwd[i].begin, both.fwd[i].end));
+    }
+    EXPECT_EQ(fwd.merges.size(), both.merges.size());
+    EXPECT_EQ(fwd.num_parts, both.num_parts);
+  }
+}
+
 TEST(CudaWork, PackedVarlenWithUnevenQueries) {
   // Varlen: entries with 3, 0, 1 and 2 queries, 4 query heads per KV head.
   std::vector<std::int32_t> cu_q{0, 3, 3, 4, 6};
@@ -177,7 +200,7 @@ TEST(CudaWork, PackedVarlenWithUnevenQueries) {
   for (const auto& slot : s.set->slots()) s.columns.push_back(detail::transpose_schedule(*slot));
   ASSERT_TRUE(detail::cuda::use_gqa_packing(s.p, *s.set, 64));
   for (bool packed : {false, true}) {
-    const WorkLists w = build_work_lists(s.p, *s.set, s.columns, 264, 64, packed);
+    const WorkLists w = build_work_lists(s.p, *s.set, &s.columns, 264, 64, packed);
     expect_consistent(s, w, packed, 64);
     for (const auto& r : w.fwd) EXPECT_EQ(r.qt, 0) << "one query tile per entry";
   }
@@ -195,7 +218,7 @@ void expect_masks_covered(std::int64_t batch, std::int64_t hkv, std::int64_t til
     const Scheduled s = make(batch, 4, hkv, 700, 700, o, tile_q, tile_k);
     EXPECT_EQ(s.set->get(0, 0).words_per_row(), (tile_q + 63) / 64);
     for (int slots : {8, 100000}) {
-      expect_consistent(s, build_work_lists(s.p, *s.set, s.columns, slots, tile_k, false), false,
+      expect_consistent(s, build_work_lists(s.p, *s.set, &s.columns, slots, tile_k, false), false,
                         tile_k);
     }
   }
@@ -225,7 +248,7 @@ TEST(CudaWork, WideForwardTilesCoverEverything) {
   const Scheduled tall = make(1, 8, 2, 17, 300, o, 128, 64);
   ASSERT_TRUE(detail::cuda::use_gqa_packing(tall.p, *tall.set, 128))
       << "4 heads x 17 queries fit a 128-row tile";
-  expect_consistent(tall, build_work_lists(tall.p, *tall.set, tall.columns, 264, 64, true), true,
+  expect_consistent(tall, build_work_lists(tall.p, *tall.set, &tall.columns, 264, 64, true), true,
                     64);
 }
 

@@ -166,7 +166,8 @@ struct DeviceWork {
   int device = 0;
   std::int64_t hkv = 0;
   int slots_per_gpu = 0;
-  bool packed = false;  // forward items cover a KV head's whole query group (GQA packing)
+  bool packed = false;    // forward items cover a KV head's whole query group (GQA packing)
+  bool backward = false;  // holds the transposed schedules and the dQ and dK/dV lists
   void* memory = nullptr;
   DeviceSchedule sched;
   const RowWork* fwd_work = nullptr;  // split-KV items when the GPU would idle
@@ -197,13 +198,14 @@ struct DeviceWork {
 std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
                                               const std::shared_ptr<const ScheduleSet>& set,
                                               int slots_per_gpu, int tile_q, int tile_k,
-                                              bool packed) {
+                                              bool packed, bool backward) {
   auto w = std::make_unique<DeviceWork>();
   w->host = set;
   w->device = p.device_index;
   w->hkv = p.hkv;
   w->slots_per_gpu = slots_per_gpu;
   w->packed = packed;
+  w->backward = backward;
 
   // Concatenate the distinct schedules and their transposes.
   std::vector<SlotEntry> slots;
@@ -224,6 +226,7 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
     key_tile.insert(key_tile.end(), s->key_tile.begin(), s->key_tile.end());
     row_bits.insert(row_bits.end(), s->bits_index.begin(), s->bits_index.end());
     bits.insert(bits.end(), s->bits.begin(), s->bits.end());
+    if (!backward) continue;  // the forward walks the row schedules only
     columns.push_back(transpose_schedule(*s));
     const ColumnSchedule& c = columns.back();
     col_offsets.insert(col_offsets.end(), c.col_offsets.begin(), c.col_offsets.end());
@@ -237,7 +240,8 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
     }
   }
 
-  const WorkLists lists = build_work_lists(p, *set, columns, slots_per_gpu, tile_k, packed);
+  const WorkLists lists =
+      build_work_lists(p, *set, backward ? &columns : nullptr, slots_per_gpu, tile_k, packed);
   const std::vector<RowWork>& fwd = lists.fwd;
   const std::vector<MergeWork>& merges = lists.merges;
   const std::vector<RowWork>& full = lists.full;
@@ -292,12 +296,14 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
 }
 
 /// The device work of `p`, from an LRU cache keyed by (device, schedule set, KV heads, GPU
-/// slots, GQA packing); the schedule set itself comes from the host cache, so repeated calls upload
-/// nothing.
+/// slots, GQA packing, pass); the schedule set itself comes from the host cache, so repeated calls
+/// upload nothing. `backward`: with the transposed schedules and the dQ and dK/dV lists (the
+/// forward's entries leave them out: a decode step with a new KV length would otherwise build a
+/// dK/dV item per key tile).
 /// `allow_packing`: the caller's kernel can pack GQA groups; whether they are packed is decided
 /// here from the schedule set (use_gqa_packing) and reported in DeviceWork::packed.
 std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gpu, int tile_q,
-                                              int tile_k, bool allow_packing = false) {
+                                              int tile_k, bool backward, bool allow_packing) {
   constexpr std::size_t kCapacity = 16;
   static std::mutex mutex;
   static std::list<std::shared_ptr<const DeviceWork>> lru;
@@ -307,12 +313,12 @@ std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gp
   for (auto it = lru.begin(); it != lru.end(); ++it) {
     const DeviceWork& w = **it;
     if (w.host == set && w.device == p.device_index && w.hkv == p.hkv &&
-        w.slots_per_gpu == slots_per_gpu && w.packed == packed) {
+        w.slots_per_gpu == slots_per_gpu && w.packed == packed && w.backward == backward) {
       lru.splice(lru.begin(), lru, it);
       return lru.front();
     }
   }
-  lru.push_front(build_device_work(p, set, slots_per_gpu, tile_q, tile_k, packed));
+  lru.push_front(build_device_work(p, set, slots_per_gpu, tile_q, tile_k, packed, backward));
   if (lru.size() > kCapacity) lru.pop_back();
   return lru.front();
 }
@@ -703,7 +709,7 @@ void forward(const Problem& p) {
   const int tile_k = choice.tile_k;
   const int slots = props(p.device_index).sms * choice.occupancy;
   // GQA packing (tensor-core forward only) is decided with the schedule, in device_work.
-  const auto work = device_work(p, slots, tile_q, tile_k, mma != nullptr);
+  const auto work = device_work(p, slots, tile_q, tile_k, false, mma != nullptr);
   if (work->num_fwd_work == 0) return;  // nothing to compute (empty sequences)
 
   Packer pk;
@@ -767,7 +773,7 @@ void backward(const Problem& p) {
                 "the backward kernels cannot be resident at D=" + std::to_string(p.dim));
   }
   auto work_of = [&](const BackwardChoice& c) {
-    return device_work(p, props(p.device_index).sms * c.occupancy, c.tile_q, c.tile_k);
+    return device_work(p, props(p.device_index).sms * c.occupancy, c.tile_q, c.tile_k, true, false);
   };
   auto work = work_of(choice);
   // Nothing to compute, except the sink-logit gradient, which is then 0 and still written.

@@ -79,7 +79,7 @@ std::int64_t choose_kv_splits(const std::vector<std::int64_t>& counts, std::int6
 }
 
 WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
-                           const std::vector<ColumnSchedule>& columns, int slots_per_gpu,
+                           const std::vector<ColumnSchedule>* columns, int slots_per_gpu,
                            std::int64_t tile_k, bool packed) {
   WorkLists out;
   // Forward: one item per query tile, split over key tiles where that finishes sooner
@@ -133,7 +133,9 @@ WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
     }
   }
   std::stable_sort(fwd.begin(), fwd.end(), longest_first);
-  if (packed) full.clear();  // the dQ list is per head; a packed set serves the forward only
+  // The dQ list is per head (a packed set serves the forward only); the forward needs neither.
+  if (packed || columns == nullptr) full.clear();
+  if (columns == nullptr) return out;
 
   // dK/dV: one item per key tile of each (batch, KV head), costed by the query tiles it meets.
   std::vector<std::pair<std::int64_t, ColWork>> cols;
@@ -143,7 +145,7 @@ WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
       for (std::int64_t kt = 0; kt < k_tiles; ++kt) {
         std::int64_t cost = 1;
         for (std::int64_t h = kvh * p.group(); h < (kvh + 1) * p.group(); ++h) {
-          const ColumnSchedule& c = columns[static_cast<std::size_t>(set.slot_index(b, h))];
+          const ColumnSchedule& c = (*columns)[static_cast<std::size_t>(set.slot_index(b, h))];
           cost += c.col_offsets[static_cast<std::size_t>(kt + 1)] -
                   c.col_offsets[static_cast<std::size_t>(kt)];
         }

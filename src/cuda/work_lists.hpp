@@ -25,11 +25,13 @@ struct WorkLists {
   std::vector<ColWork> cols;
 };
 
-/// Builds the lists of `set` (tile_k keys per tile; `columns` = transpose_schedule of each slot).
+/// Builds the lists of `set` (tile_k keys per tile; `columns` = transpose_schedule of each slot,
+/// or null for the forward alone: then `full` and `cols` stay empty, which keeps a decode step
+/// with a new KV length from building a dK/dV list per key tile).
 /// Query tiles are split over their key tiles (split-KV) by choose_kv_splits; a part keeps at
 /// least 4 key tiles.
 WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
-                           const std::vector<ColumnSchedule>& columns, int slots_per_gpu,
+                           const std::vector<ColumnSchedule>* columns, int slots_per_gpu,
                            std::int64_t tile_k, bool packed);
 
 /// When the `slots` resident blocks would see an item per block or less (or a last wave that
