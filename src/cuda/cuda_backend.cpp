@@ -160,7 +160,27 @@ E* at(void* base, std::size_t offset) {
 
 // ---- Device schedules (cached) ----------------------------------------------------------------
 
-/// A ScheduleSet on one device with the work lists derived from it.
+/// A stream of the backend's own per device (non-blocking, never destroyed): cached device
+/// work is freed on it, in stream order after the kernels that read it.
+cudaStream_t release_stream(int device) {
+  // Never destroyed: the caches' destructors run at exit, possibly after function statics.
+  static auto* mutex = new std::mutex;
+  static auto* streams = new std::map<int, cudaStream_t>;
+  const std::lock_guard<std::mutex> lock(*mutex);
+  auto it = streams->find(device);
+  if (it != streams->end()) return it->second;
+  cudaStream_t stream = nullptr;
+  check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking),
+        "cudaStreamCreateWithFlags (release stream of GPU " + std::to_string(device) + ")");
+  streams->emplace(device, stream);
+  return stream;
+}
+
+/// A ScheduleSet on one device with the work lists derived from it. Its memory is stream
+/// ordered: allocated and uploaded on the stream of the call that built it (no device-wide
+/// synchronization, so a decode step with a new KV length does not stall the host), read by
+/// kernels on any stream (use() orders them after the upload and records their end), and freed on
+/// the release stream after every recorded use.
 struct DeviceWork {
   std::shared_ptr<const ScheduleSet> host;  // kept alive: its address is the cache key
   int device = 0;
@@ -169,6 +189,8 @@ struct DeviceWork {
   bool packed = false;    // forward items cover a KV head's whole query group (GQA packing)
   bool backward = false;  // holds the transposed schedules and the dQ and dK/dV lists
   void* memory = nullptr;
+  cudaStream_t origin = nullptr;   // the stream the upload was enqueued on
+  cudaEvent_t uploaded = nullptr;  // recorded on `origin` after the upload
   DeviceSchedule sched;
   const RowWork* fwd_work = nullptr;  // split-KV items when the GPU would idle
   std::int32_t num_fwd_work = 0;
@@ -184,21 +206,78 @@ struct DeviceWork {
   DeviceWork(const DeviceWork&) = delete;
   DeviceWork& operator=(const DeviceWork&) = delete;
   ~DeviceWork() {
-    // No throwing here: at exit the runtime may already be unloading. cudaFree waits for the
-    // kernels that may still read this schedule.
+    // No throwing here: at exit the runtime may already be unloading (errors are ignored).
     if (memory == nullptr) return;
     int previous = 0;
     if (cudaGetDevice(&previous) != cudaSuccess) return;
     cudaSetDevice(device);
-    cudaFree(memory);
+    try {
+      cudaStream_t release = release_stream(device);
+      if (uploaded != nullptr) cudaStreamWaitEvent(release, uploaded, 0);
+      for (const auto& [stream, event] : last_use) cudaStreamWaitEvent(release, event, 0);
+      cudaFreeAsync(memory, release);
+    } catch (const Error&) {  // no release stream: free after the device is idle
+      cudaFree(memory);
+    }
+    if (uploaded != nullptr) cudaEventDestroy(uploaded);  // released once it has completed
+    for (const auto& [stream, event] : last_use) cudaEventDestroy(event);
     cudaSetDevice(previous);
   }
+
+  /// Kernels that read this work are about to be enqueued on `stream`: orders them after the
+  /// upload. Call end_use(stream) once they are enqueued.
+  void begin_use(cudaStream_t stream) const {
+    if (stream != origin && uploaded != nullptr) {
+      check(cudaStreamWaitEvent(stream, uploaded, 0), "cudaStreamWaitEvent (block schedule)");
+    }
+  }
+  /// Records the end of the kernels just enqueued on `stream`: the memory is freed after them.
+  void end_use(cudaStream_t stream) const noexcept {
+    const std::lock_guard<std::mutex> lock(uses_mutex);
+    auto it = std::find_if(last_use.begin(), last_use.end(),
+                           [&](const auto& u) { return u.first == stream; });
+    if (it == last_use.end()) {
+      cudaEvent_t event = nullptr;
+      if (cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess) {
+        // Without an event the free could overtake these kernels: keep the memory instead.
+        leaked = true;
+        return;
+      }
+      last_use.emplace_back(stream, event);
+      it = last_use.end() - 1;
+    } else {
+      // The same handle may name a new stream (the old one destroyed with work pending): the new
+      // one inherits the old use before the event moves on.
+      cudaStreamWaitEvent(stream, it->second, 0);
+    }
+    if (cudaEventRecord(it->second, stream) != cudaSuccess) leaked = true;
+  }
+
+ private:
+  mutable std::mutex uses_mutex;
+  mutable std::vector<std::pair<cudaStream_t, cudaEvent_t>> last_use;  // one event per stream
+  mutable bool leaked = false;
+};
+
+/// Marks the kernels enqueued in its scope as readers of a DeviceWork (see DeviceWork::begin_use).
+class WorkUse {
+ public:
+  WorkUse(const DeviceWork& work, cudaStream_t stream) : work_(work), stream_(stream) {
+    work_.begin_use(stream_);
+  }
+  ~WorkUse() { work_.end_use(stream_); }
+  WorkUse(const WorkUse&) = delete;
+  WorkUse& operator=(const WorkUse&) = delete;
+
+ private:
+  const DeviceWork& work_;
+  cudaStream_t stream_;
 };
 
 std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
                                               const std::shared_ptr<const ScheduleSet>& set,
                                               int slots_per_gpu, int tile_q, int tile_k,
-                                              bool packed, bool backward) {
+                                              bool packed, bool backward, cudaStream_t stream) {
   auto w = std::make_unique<DeviceWork>();
   w->host = set;
   w->device = p.device_index;
@@ -264,11 +343,16 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
   const std::size_t o_full = pk.add(full);
   const std::size_t o_col = pk.add(col_work);
   {
+    // Stream ordered: from pageable memory the copy stages `pk` before it returns.
     const DeviceScope scope(p.device_index);
-    check(cudaMalloc(&w->memory, std::max<std::size_t>(pk.size(), 256)),
-          "cudaMalloc (block schedule, " + std::to_string(pk.size()) + " bytes)");
-    check(cudaMemcpy(w->memory, pk.data(), pk.size(), cudaMemcpyHostToDevice),
-          "cudaMemcpy (block schedule)");
+    w->origin = stream;
+    check(cudaMallocAsync(&w->memory, std::max<std::size_t>(pk.size(), 256), stream),
+          "cudaMallocAsync (block schedule, " + std::to_string(pk.size()) + " bytes)");
+    check(cudaMemcpyAsync(w->memory, pk.data(), pk.size(), cudaMemcpyHostToDevice, stream),
+          "cudaMemcpyAsync (block schedule)");
+    check(cudaEventCreateWithFlags(&w->uploaded, cudaEventDisableTiming),
+          "cudaEventCreateWithFlags (block schedule)");
+    check(cudaEventRecord(w->uploaded, stream), "cudaEventRecord (block schedule)");
   }
   DeviceSchedule& d = w->sched;
   d.tile_q = tile_q;
@@ -303,7 +387,8 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
 /// `allow_packing`: the caller's kernel can pack GQA groups; whether they are packed is decided
 /// here from the schedule set (use_gqa_packing) and reported in DeviceWork::packed.
 std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gpu, int tile_q,
-                                              int tile_k, bool backward, bool allow_packing) {
+                                              int tile_k, bool backward, bool allow_packing,
+                                              cudaStream_t stream) {
   constexpr std::size_t kCapacity = 16;
   static std::mutex mutex;
   static std::list<std::shared_ptr<const DeviceWork>> lru;
@@ -318,7 +403,8 @@ std::shared_ptr<const DeviceWork> device_work(const Problem& p, int slots_per_gp
       return lru.front();
     }
   }
-  lru.push_front(build_device_work(p, set, slots_per_gpu, tile_q, tile_k, packed, backward));
+  lru.push_front(
+      build_device_work(p, set, slots_per_gpu, tile_q, tile_k, packed, backward, stream));
   if (lru.size() > kCapacity) lru.pop_back();
   return lru.front();
 }
@@ -709,8 +795,9 @@ void forward(const Problem& p) {
   const int tile_k = choice.tile_k;
   const int slots = props(p.device_index).sms * choice.occupancy;
   // GQA packing (tensor-core forward only) is decided with the schedule, in device_work.
-  const auto work = device_work(p, slots, tile_q, tile_k, false, mma != nullptr);
+  const auto work = device_work(p, slots, tile_q, tile_k, false, mma != nullptr, stream);
   if (work->num_fwd_work == 0) return;  // nothing to compute (empty sequences)
+  const WorkUse use(*work, stream);
 
   Packer pk;
   const std::size_t o_table = pk.add(table);
@@ -773,7 +860,8 @@ void backward(const Problem& p) {
                 "the backward kernels cannot be resident at D=" + std::to_string(p.dim));
   }
   auto work_of = [&](const BackwardChoice& c) {
-    return device_work(p, props(p.device_index).sms * c.occupancy, c.tile_q, c.tile_k, true, false);
+    return device_work(p, props(p.device_index).sms * c.occupancy, c.tile_q, c.tile_k, true, false,
+                       stream);
   };
   auto work = work_of(choice);
   // Nothing to compute, except the sink-logit gradient, which is then 0 and still written.
@@ -808,6 +896,7 @@ void backward(const Problem& p) {
     check(ws.allocate(without_accum),
           "cudaMallocAsync (backward workspace, " + std::to_string(without_accum) + " bytes)");
   }
+  const WorkUse use(*work, stream);
   check(cudaMemcpyAsync(ws.get(), pk.data(), pk.staged_size(), cudaMemcpyHostToDevice, stream),
         "cudaMemcpyAsync (backward tables)");
   a.batch = at<BatchEntry>(ws.get(), o_table);

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -304,6 +305,8 @@ bool run_block(Launch& launch) {
 std::mutex g_launch_mutex;
 cudaError_t g_last_error = cudaSuccess;
 std::map<const void*, int> g_max_dynamic_smem;
+std::mutex g_event_mutex;
+std::set<const void*> g_live_events;  // created and not yet destroyed
 
 cudaError_t record(cudaError_t e) {
   if (e != cudaSuccess) g_last_error = e;
@@ -639,6 +642,37 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes, cudaM
 cudaError_t cudaMemsetAsync(void* dst, int value, std::size_t bytes, cudaStream_t /*stream*/) {
   if (bytes > 0) std::memset(dst, value, bytes);
   return cudaSuccess;
+}
+// Streams and events: the emulator runs each launch to completion when it is issued, so they
+// order nothing; handles are checked (a destroyed or unknown event is an error, as on a GPU).
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int /*flags*/) {
+  *stream = reinterpret_cast<cudaStream_t>(new char);  // NOLINT: an opaque handle, never freed
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int /*flags*/) {
+  const std::lock_guard<std::mutex> lock(longattn::emu::g_event_mutex);
+  *event = reinterpret_cast<cudaEvent_t>(new char);  // NOLINT: freed by cudaEventDestroy
+  longattn::emu::g_live_events.insert(*event);
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  const std::lock_guard<std::mutex> lock(longattn::emu::g_event_mutex);
+  if (longattn::emu::g_live_events.erase(event) == 0) {
+    return record(cudaErrorInvalidResourceHandle);
+  }
+  delete reinterpret_cast<char*>(event);  // NOLINT: allocated by cudaEventCreateWithFlags
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t /*stream*/) {
+  const std::lock_guard<std::mutex> lock(longattn::emu::g_event_mutex);
+  return longattn::emu::g_live_events.count(event) != 0 ? cudaSuccess
+                                                        : record(cudaErrorInvalidResourceHandle);
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t /*stream*/, cudaEvent_t event,
+                                unsigned int /*flags*/) {
+  const std::lock_guard<std::mutex> lock(longattn::emu::g_event_mutex);
+  return longattn::emu::g_live_events.count(event) != 0 ? cudaSuccess
+                                                        : record(cudaErrorInvalidResourceHandle);
 }
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaSuccess;
