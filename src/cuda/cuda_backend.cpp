@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <list>
 #include <map>
 #include <memory>
@@ -573,21 +574,41 @@ struct ForwardForce {
   MmaKind tall_first = MmaKind::kForwardTall;  // the 128-row kernel tried first
   bool only = false;                           // no other 128-row kernel
 };
+/// Which of `values` the environment variable `name` holds: its index, or -1 when unset or
+/// empty; anything else is an error naming the variable and the values it takes.
+int env_choice(const char* name, std::initializer_list<const char*> values) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return -1;
+  std::string expected;
+  int index = 0;
+  for (const char* value : values) {
+    if (std::strcmp(v, value) == 0) return index;
+    ++index;
+    if (!expected.empty()) expected += index == static_cast<int>(values.size()) ? " or " : ", ";
+    expected += value;
+  }
+  throw Error(ErrorKind::kInvalidArgument, name,
+              "unknown value '" + std::string(v) + "', expected " + expected);
+}
+
 const ForwardForce& forced_forward() {
   static const ForwardForce forced = [] {
     ForwardForce f;
-    const char* v = std::getenv("LONGATTN_CUDA_FORWARD_TILE");
-    if (v == nullptr || *v == '\0') return f;
-    const std::string text(v);
-    if (text == "64") {
-      f.tile = kMmaTileQ;
-    } else if (text == "128" || text == "128t" || text == "128w") {
-      f.tile = kMmaWideTileQ;
-      f.only = text != "128";
-      if (text == "128w") f.tall_first = MmaKind::kForwardWide;
-    } else {
-      throw Error(ErrorKind::kInvalidArgument, "LONGATTN_CUDA_FORWARD_TILE",
-                  "unknown value '" + text + "', expected 64, 128, 128t or 128w");
+    switch (env_choice("LONGATTN_CUDA_FORWARD_TILE", {"64", "128", "128t", "128w"})) {
+      case 0:
+        f.tile = kMmaTileQ;
+        break;
+      case 1:
+        f.tile = kMmaWideTileQ;
+        break;
+      case 2:
+        f = {kMmaWideTileQ, MmaKind::kForwardTall, true};
+        break;
+      case 3:
+        f = {kMmaWideTileQ, MmaKind::kForwardWide, true};
+        break;
+      default:
+        break;
     }
     return f;
   }();
@@ -650,13 +671,14 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
 /// (where that instance exists); unset or empty = 128 where instantiated (returns 0).
 int forced_backward_tile() {
   static const int forced = [] {
-    const char* v = std::getenv("LONGATTN_CUDA_BACKWARD_TILE");
-    if (v == nullptr || *v == '\0') return 0;
-    const std::string text(v);
-    if (text == "64") return kMmaTileK;
-    if (text == "128") return kMmaWideTileK;
-    throw Error(ErrorKind::kInvalidArgument, "LONGATTN_CUDA_BACKWARD_TILE",
-                "unknown value '" + text + "', expected 64 or 128");
+    switch (env_choice("LONGATTN_CUDA_BACKWARD_TILE", {"64", "128"})) {
+      case 0:
+        return kMmaTileK;
+      case 1:
+        return kMmaWideTileK;
+      default:
+        return 0;
+    }
   }();
   return forced;
 }
