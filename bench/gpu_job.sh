@@ -174,6 +174,14 @@ if want python; then
     --S 4096,16384 --Hq 16 --Hkv 16 --json "$OUT/compare.json" >"$LOGS/compare.log" 2>&1
   record compare "$([ $? -eq 0 ] && echo ok || echo FAIL)" "bench/compare.py (table in compare.log)"
   tail -n 30 "$LOGS/compare.log"
+  # Generation loops: a KV cache growing by one token per step against a fixed length (the host
+  # cost of a new length: schedule build, stream-ordered upload, no device-wide sync).
+  for shape in "--B 16 --kv 32768 --steps 100" "--B 1 --kv 4096 --steps 300"; do
+    PYTHONUNBUFFERED=1 timeout 120 python3 bench/decode_loop.py --device cuda $shape \
+      >>"$LOGS/decode_loop.log" 2>&1
+    record decode_loop "$([ $? -eq 0 ] && echo ok || echo FAIL)" "bench/decode_loop.py $shape"
+  done
+  cat "$LOGS/decode_loop.log"
 fi
 
 stage "summary"
