@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -190,8 +191,7 @@ struct DeviceWork {
   bool packed = false;    // forward items cover a KV head's whole query group (GQA packing)
   bool backward = false;  // holds the transposed schedules and the dQ and dK/dV lists
   void* memory = nullptr;
-  cudaStream_t origin = nullptr;   // the stream the upload was enqueued on
-  cudaEvent_t uploaded = nullptr;  // recorded on `origin` after the upload
+  cudaEvent_t uploaded = nullptr;  // recorded after the upload, on the building call's stream
   DeviceSchedule sched;
   const RowWork* fwd_work = nullptr;  // split-KV items when the GPU would idle
   std::int32_t num_fwd_work = 0;
@@ -208,16 +208,23 @@ struct DeviceWork {
   DeviceWork& operator=(const DeviceWork&) = delete;
   ~DeviceWork() {
     // No throwing here: at exit the runtime may already be unloading (errors are ignored).
-    if (memory == nullptr) return;
+    if (memory == nullptr && uploaded == nullptr) return;
     int previous = 0;
     if (cudaGetDevice(&previous) != cudaSuccess) return;
     cudaSetDevice(device);
-    try {
-      cudaStream_t release = release_stream(device);
-      if (uploaded != nullptr) cudaStreamWaitEvent(release, uploaded, 0);
-      for (const auto& [stream, event] : last_use) cudaStreamWaitEvent(release, event, 0);
-      cudaFreeAsync(memory, release);
-    } catch (const Error&) {  // no release stream: free after the device is idle
+    bool freed = memory == nullptr;  // the upload failed: only the event is left
+    if (!freed && !unordered_use) {
+      try {
+        cudaStream_t release = release_stream(device);
+        if (uploaded != nullptr) cudaStreamWaitEvent(release, uploaded, 0);
+        for (const auto& [stream, event] : last_use) cudaStreamWaitEvent(release, event, 0);
+        freed = cudaFreeAsync(memory, release) == cudaSuccess;
+      } catch (...) {  // NOLINT(bugprone-empty-catch): no release stream; freed below
+      }
+    }
+    if (!freed) {
+      // cudaFree does not wait for the readers of stream-ordered memory: wait for the device.
+      cudaDeviceSynchronize();
       cudaFree(memory);
     }
     if (uploaded != nullptr) cudaEventDestroy(uploaded);  // released once it has completed
@@ -226,38 +233,41 @@ struct DeviceWork {
   }
 
   /// Kernels that read this work are about to be enqueued on `stream`: orders them after the
-  /// upload. Call end_use(stream) once they are enqueued.
+  /// upload (always: a stream handle may name another stream than the upload's, as
+  /// cudaStreamPerThread does on each thread). Call end_use(stream) once they are enqueued.
   void begin_use(cudaStream_t stream) const {
-    if (stream != origin && uploaded != nullptr) {
-      check(cudaStreamWaitEvent(stream, uploaded, 0), "cudaStreamWaitEvent (block schedule)");
-    }
+    check(cudaStreamWaitEvent(stream, uploaded, 0), "cudaStreamWaitEvent (block schedule)");
   }
   /// Records the end of the kernels just enqueued on `stream`: the memory is freed after them.
   void end_use(cudaStream_t stream) const noexcept {
-    const std::lock_guard<std::mutex> lock(uses_mutex);
-    auto it = std::find_if(last_use.begin(), last_use.end(),
-                           [&](const auto& u) { return u.first == stream; });
-    if (it == last_use.end()) {
-      cudaEvent_t event = nullptr;
-      if (cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess) {
-        // Without an event the free could overtake these kernels: keep the memory instead.
-        leaked = true;
-        return;
+    try {
+      const std::lock_guard<std::mutex> lock(uses_mutex);
+      auto it = std::find_if(last_use.begin(), last_use.end(),
+                             [&](const auto& u) { return u.first == stream; });
+      if (it == last_use.end()) {
+        cudaEvent_t event = nullptr;
+        if (cudaEventCreateWithFlags(&event, cudaEventDisableTiming) != cudaSuccess) {
+          unordered_use = true;
+          return;
+        }
+        last_use.emplace_back(stream, event);
+        it = last_use.end() - 1;
+      } else {
+        // The same handle may name a new stream (the old one destroyed with work pending, or
+        // cudaStreamPerThread on another thread): it inherits the old use before the event moves.
+        cudaStreamWaitEvent(stream, it->second, 0);
       }
-      last_use.emplace_back(stream, event);
-      it = last_use.end() - 1;
-    } else {
-      // The same handle may name a new stream (the old one destroyed with work pending): the new
-      // one inherits the old use before the event moves on.
-      cudaStreamWaitEvent(stream, it->second, 0);
+      if (cudaEventRecord(it->second, stream) != cudaSuccess) unordered_use = true;
+    } catch (...) {
+      unordered_use = true;
     }
-    if (cudaEventRecord(it->second, stream) != cudaSuccess) leaked = true;
   }
 
  private:
   mutable std::mutex uses_mutex;
   mutable std::vector<std::pair<cudaStream_t, cudaEvent_t>> last_use;  // one event per stream
-  mutable bool leaked = false;
+  // A use without a recorded event: the destructor waits for the whole device before freeing.
+  mutable std::atomic<bool> unordered_use{false};
 };
 
 /// Marks the kernels enqueued in its scope as readers of a DeviceWork (see DeviceWork::begin_use).
@@ -346,14 +356,19 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
   {
     // Stream ordered: from pageable memory the copy stages `pk` before it returns.
     const DeviceScope scope(p.device_index);
-    w->origin = stream;
-    check(cudaMallocAsync(&w->memory, std::max<std::size_t>(pk.size(), 256), stream),
-          "cudaMallocAsync (block schedule, " + std::to_string(pk.size()) + " bytes)");
-    check(cudaMemcpyAsync(w->memory, pk.data(), pk.size(), cudaMemcpyHostToDevice, stream),
-          "cudaMemcpyAsync (block schedule)");
     check(cudaEventCreateWithFlags(&w->uploaded, cudaEventDisableTiming),
           "cudaEventCreateWithFlags (block schedule)");
-    check(cudaEventRecord(w->uploaded, stream), "cudaEventRecord (block schedule)");
+    void* memory = nullptr;
+    check(cudaMallocAsync(&memory, std::max<std::size_t>(pk.size(), 256), stream),
+          "cudaMallocAsync (block schedule, " + std::to_string(pk.size()) + " bytes)");
+    cudaError_t status =
+        cudaMemcpyAsync(memory, pk.data(), pk.size(), cudaMemcpyHostToDevice, stream);
+    if (status == cudaSuccess) status = cudaEventRecord(w->uploaded, stream);
+    if (status != cudaSuccess) {
+      cudaFreeAsync(memory, stream);  // ordered after the copy, on the same stream
+      check(status, "cudaMemcpyAsync (block schedule)");
+    }
+    w->memory = memory;
   }
   DeviceSchedule& d = w->sched;
   d.tile_q = tile_q;
