@@ -216,9 +216,13 @@ struct DeviceWork {
     if (!freed && !unordered_use) {
       try {
         cudaStream_t release = release_stream(device);
-        if (uploaded != nullptr) cudaStreamWaitEvent(release, uploaded, 0);
-        for (const auto& [stream, event] : last_use) cudaStreamWaitEvent(release, event, 0);
-        freed = cudaFreeAsync(memory, release) == cudaSuccess;
+        // A wait that fails would let the free overtake a reader: then the fallback below.
+        bool ordered =
+            uploaded == nullptr || cudaStreamWaitEvent(release, uploaded, 0) == cudaSuccess;
+        for (const auto& [stream, event] : last_use) {
+          ordered = ordered && cudaStreamWaitEvent(release, event, 0) == cudaSuccess;
+        }
+        freed = ordered && cudaFreeAsync(memory, release) == cudaSuccess;
       } catch (...) {  // NOLINT(bugprone-empty-catch): no release stream; freed below
       }
     }
@@ -229,6 +233,7 @@ struct DeviceWork {
     }
     if (uploaded != nullptr) cudaEventDestroy(uploaded);  // released once it has completed
     for (const auto& [stream, event] : last_use) cudaEventDestroy(event);
+    (void)cudaGetLastError();  // what failed here must not be reported by the evicting call
     cudaSetDevice(previous);
   }
 
@@ -255,7 +260,7 @@ struct DeviceWork {
       } else {
         // The same handle may name a new stream (the old one destroyed with work pending, or
         // cudaStreamPerThread on another thread): it inherits the old use before the event moves.
-        cudaStreamWaitEvent(stream, it->second, 0);
+        if (cudaStreamWaitEvent(stream, it->second, 0) != cudaSuccess) unordered_use = true;
       }
       if (cudaEventRecord(it->second, stream) != cudaSuccess) unordered_use = true;
     } catch (...) {
@@ -356,17 +361,32 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
   {
     // Stream ordered: from pageable memory the copy stages `pk` before it returns.
     const DeviceScope scope(p.device_index);
-    check(cudaEventCreateWithFlags(&w->uploaded, cudaEventDisableTiming),
-          "cudaEventCreateWithFlags (block schedule)");
+    // Each failure clears the runtime's last error (none of these is sticky), so that a later
+    // call's launch check does not report it as its own.
+    auto fail = [](cudaError_t status, const std::string& operation) {
+      (void)cudaGetLastError();
+      check(status, operation);
+    };
+    if (const cudaError_t e = cudaEventCreateWithFlags(&w->uploaded, cudaEventDisableTiming);
+        e != cudaSuccess) {
+      fail(e, "cudaEventCreateWithFlags (block schedule)");
+    }
     void* memory = nullptr;
-    check(cudaMallocAsync(&memory, std::max<std::size_t>(pk.size(), 256), stream),
-          "cudaMallocAsync (block schedule, " + std::to_string(pk.size()) + " bytes)");
+    if (const cudaError_t e =
+            cudaMallocAsync(&memory, std::max<std::size_t>(pk.size(), 256), stream);
+        e != cudaSuccess) {
+      fail(e, "cudaMallocAsync (block schedule, " + std::to_string(pk.size()) + " bytes)");
+    }
+    const char* step = "cudaMemcpyAsync (block schedule)";
     cudaError_t status =
         cudaMemcpyAsync(memory, pk.data(), pk.size(), cudaMemcpyHostToDevice, stream);
-    if (status == cudaSuccess) status = cudaEventRecord(w->uploaded, stream);
+    if (status == cudaSuccess) {
+      step = "cudaEventRecord (block schedule)";
+      status = cudaEventRecord(w->uploaded, stream);
+    }
     if (status != cudaSuccess) {
       cudaFreeAsync(memory, stream);  // ordered after the copy, on the same stream
-      check(status, "cudaMemcpyAsync (block schedule)");
+      fail(status, step);
     }
     w->memory = memory;
   }
