@@ -181,8 +181,8 @@ cudaStream_t release_stream(int device) {
 /// A ScheduleSet on one device with the work lists derived from it. Its memory is stream
 /// ordered: allocated and uploaded on the stream of the call that built it (no device-wide
 /// synchronization, so a decode step with a new KV length does not stall the host), read by
-/// kernels on any stream (use() orders them after the upload and records their end), and freed on
-/// the release stream after every recorded use.
+/// kernels on any stream (WorkUse orders them after the upload and records their end), and freed
+/// on the release stream after every recorded use.
 struct DeviceWork {
   std::shared_ptr<const ScheduleSet> host;  // kept alive: its address is the cache key
   int device = 0;
@@ -191,7 +191,9 @@ struct DeviceWork {
   bool packed = false;    // forward items cover a KV head's whole query group (GQA packing)
   bool backward = false;  // holds the transposed schedules and the dQ and dK/dV lists
   void* memory = nullptr;
-  cudaEvent_t uploaded = nullptr;  // recorded after the upload, on the building call's stream
+  // Recorded after the upload, on the building call's stream (created before the allocation:
+  // set whenever `memory` is).
+  cudaEvent_t uploaded = nullptr;
   DeviceSchedule sched;
   const RowWork* fwd_work = nullptr;  // split-KV items when the GPU would idle
   std::int32_t num_fwd_work = 0;
@@ -217,8 +219,7 @@ struct DeviceWork {
       try {
         cudaStream_t release = release_stream(device);
         // A wait that fails would let the free overtake a reader: then the fallback below.
-        bool ordered =
-            uploaded == nullptr || cudaStreamWaitEvent(release, uploaded, 0) == cudaSuccess;
+        bool ordered = cudaStreamWaitEvent(release, uploaded, 0) == cudaSuccess;
         for (const auto& [stream, event] : last_use) {
           ordered = ordered && cudaStreamWaitEvent(release, event, 0) == cudaSuccess;
         }

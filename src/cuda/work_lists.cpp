@@ -4,9 +4,7 @@
 
 #include <algorithm>
 #include <functional>
-#include <list>
-#include <mutex>
-#include <queue>
+#include <map>
 #include <utility>
 
 namespace longattn::detail::cuda {
@@ -25,93 +23,69 @@ std::int64_t parts_of(std::int64_t count, std::int64_t splits) {
   return std::clamp<std::int64_t>(std::min(splits, count / kMinEntriesPerPart), 1, kMaxSplits);
 }
 
-}  // namespace
+/// (cost, how many items) pairs, any order.
+using CostGroups = std::vector<std::pair<std::int64_t, std::int64_t>>;
 
-std::int64_t list_makespan(std::vector<std::int64_t> costs, std::int64_t slots) {
-  slots = std::max<std::int64_t>(slots, 1);
-  std::sort(costs.begin(), costs.end(), std::greater<>());
-  if (static_cast<std::int64_t>(costs.size()) <= slots) return costs.empty() ? 0 : costs.front();
-  // Min-heap of the blocks' finish times; the next item goes to the first block that is free.
-  std::priority_queue<std::int64_t, std::vector<std::int64_t>, std::greater<>> free_at;
+/// list_makespan over groups of equal costs. Blocks are kept as (finish time -> how many), so a
+/// list of few distinct costs (split-KV parts of equal items) takes a few steps per group rather
+/// than one heap operation per item.
+std::int64_t group_makespan(CostGroups groups, std::int64_t slots) {
+  std::sort(groups.begin(), groups.end(), std::greater<>());
+  std::map<std::int64_t, std::int64_t> blocks{{0, std::max<std::int64_t>(slots, 1)}};
   std::int64_t makespan = 0;
-  for (const std::int64_t c : costs) {
-    std::int64_t start = 0;
-    if (static_cast<std::int64_t>(free_at.size()) >= slots) {
-      start = free_at.top();
-      free_at.pop();
+  for (auto [cost, left] : groups) {
+    while (left > 0) {
+      // The first free blocks take the next `taken` items of this cost.
+      auto first = blocks.begin();
+      const std::int64_t start = first->first;
+      const std::int64_t taken = std::min(first->second, left);
+      if ((first->second -= taken) == 0) blocks.erase(first);
+      blocks[start + cost] += taken;
+      makespan = std::max(makespan, start + cost);
+      left -= taken;
     }
-    free_at.push(start + c);
-    makespan = std::max(makespan, start + c);
   }
   return makespan;
 }
 
-namespace {
+}  // namespace
 
-std::int64_t search_kv_splits(const std::vector<std::int64_t>& counts, std::int64_t slots) {
+std::int64_t list_makespan(const std::vector<std::int64_t>& costs, std::int64_t slots) {
+  CostGroups groups;
+  groups.reserve(costs.size());
+  for (const std::int64_t c : costs) groups.emplace_back(c, 1);
+  return group_makespan(std::move(groups), slots);
+}
+
+std::int64_t choose_kv_splits(const std::vector<std::int64_t>& counts, std::int64_t slots) {
   const auto items = static_cast<std::int64_t>(counts.size());
+  if (items == 0 || slots <= 0 || items >= 2 * slots) return 1;
   // Searched: up to the splits that give two parts per block (more only adds partials and
-  // merge traffic); a larger split count must gain > 1/64 to be taken (the model is coarse).
-  const std::int64_t most = std::min(kMaxSplits, (2 * slots + items - 1) / items);
+  // merge traffic) or that still change a part count (a part keeps kMinEntriesPerPart tiles); a
+  // larger split count must gain > 1/64 to be taken (the model is coarse).
+  const std::int64_t longest = *std::max_element(counts.begin(), counts.end());
+  const std::int64_t most = std::min({kMaxSplits, (2 * slots + items - 1) / items,
+                                      std::max<std::int64_t>(1, longest / kMinEntriesPerPart)});
   std::int64_t best = 1;
   std::int64_t best_time = 0;
-  std::vector<std::int64_t> costs;
+  CostGroups groups;
   for (std::int64_t s = 1; s <= most; ++s) {
-    costs.clear();
-    std::int64_t total = 0;
-    std::int64_t longest = 0;
+    // An item of c key tiles in p parts has c % p parts of ceil(c / p) tiles and the rest of
+    // floor(c / p), each plus its fixed cost.
+    groups.clear();
     for (const std::int64_t c : counts) {
       const std::int64_t parts = parts_of(c, s);
-      for (std::int64_t i = 0; i < parts; ++i) {
-        const std::int64_t len = c * (i + 1) / parts - c * i / parts;
-        costs.push_back(len + (parts > 1 ? kPartCost : kItemCost));
-        total += costs.back();
-        longest = std::max(longest, costs.back());
-      }
+      const std::int64_t cost = parts > 1 ? kPartCost : kItemCost;
+      if (c % parts != 0) groups.emplace_back(c / parts + 1 + cost, c % parts);
+      groups.emplace_back(c / parts + cost, parts - c % parts);
     }
-    // No list finishes before its longest item or its average load per block: skip the
-    // simulation when that bound cannot win.
-    const std::int64_t bound = std::max(longest, (total + slots - 1) / slots);
-    if (s > 1 && 64 * bound >= 63 * best_time) continue;
-    const std::int64_t t = list_makespan(costs, slots);
+    const std::int64_t t = group_makespan(groups, slots);
     if (s == 1 || 64 * t < 63 * best_time) {
       best = s;
       best_time = t;
     }
   }
   return best;
-}
-
-}  // namespace
-
-std::int64_t choose_kv_splits(const std::vector<std::int64_t>& counts, std::int64_t slots) {
-  const auto items = static_cast<std::int64_t>(counts.size());
-  if (items == 0 || slots <= 0 || items >= 2 * slots) return 1;
-  // The search costs 50-700 us of host time at 264-528 slots. A generation loop asks again at
-  // every step (the schedule follows the exact KV length) but its key-tile counts change only
-  // once per tile of keys: remember the last answers.
-  struct Memo {
-    std::int64_t slots;
-    std::vector<std::int64_t> counts;
-    std::int64_t splits;
-  };
-  static std::mutex mutex;
-  static std::list<Memo> memo;
-  constexpr std::size_t kCapacity = 8;
-  {
-    const std::lock_guard<std::mutex> lock(mutex);
-    for (auto it = memo.begin(); it != memo.end(); ++it) {
-      if (it->slots == slots && it->counts == counts) {
-        memo.splice(memo.begin(), memo, it);
-        return it->splits;
-      }
-    }
-  }
-  const std::int64_t splits = search_kv_splits(counts, slots);
-  const std::lock_guard<std::mutex> lock(mutex);
-  memo.push_front({slots, counts, splits});
-  if (memo.size() > kCapacity) memo.pop_back();
-  return splits;
 }
 
 WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,

@@ -46,7 +46,7 @@ std::int64_t choose_kv_splits(const std::vector<std::int64_t>& counts, std::int6
 
 /// Finish time of items of the given costs taken longest-first by `slots` persistent blocks,
 /// each item by the first block that is free.
-std::int64_t list_makespan(std::vector<std::int64_t> costs, std::int64_t slots);
+std::int64_t list_makespan(const std::vector<std::int64_t>& costs, std::int64_t slots);
 
 /// GQA packing for the tensor-core forward: when every batch entry's queries of a whole KV
 /// group fit one query tile (tile_q rows) and the group's heads share one mask, K/V are read once
