@@ -5,18 +5,21 @@
 # JSON under $OUT (logs.tgz, longattn_gpu.json, anchors.json, flex_masks.json, compare.json,
 # summary.txt).
 #
-# Here first: scripts/fetch_gpu_deps.sh   (fills .gpudeps/: header libraries + the anchors)
+# Here first: scripts/fetch_gpu_deps.sh   (fills .gpudeps/: header libraries, the anchors, and
+#             the CLI prebuilt here for sm_90 when build/release is a CUDA build, xz-compressed)
 # Then, with the device tool:  run(command="bash bench/gpu_job.sh", carry=[".gpudeps"])
 #
-# One device call runs at most 10 minutes, so split the stages over two calls on a warm machine
-# (build outputs stay while it is warm):
-#   STAGES="build check sanitize" bash bench/gpu_job.sh
-#   STAGES="build bench anchors" bash bench/gpu_job.sh      (build is then a no-op)
-#   STAGES="python" bash bench/gpu_job.sh                   (pip install ., GPU pytest, compare.py)
-#   STAGES="profile" bash bench/gpu_job.sh                  (ncu on the forward and backward
-#                                                             kernels of the bar's shape)
+# Stages run in the order STAGES names them (default "build check bench anchors sanitize");
+# each stage's timeout is cut to what is left of DEADLINE seconds (default 570), so the summary
+# and logs always come back from one device call (10 minutes). Later calls on a warm machine
+# keep build/gpu:
+#   STAGES="build check bench anchors sanitize" bash bench/gpu_job.sh
+#   STAGES="python" bash bench/gpu_job.sh     (pip install ., GPU pytest, compare.py, decode loop)
+#   STAGES="profile flex" bash bench/gpu_job.sh  (ncu on the bar's kernels; FlexAttention masks)
+# The build stage uses .gpudeps/bin/longattn.xz when it runs there (it saves minutes of device
+# time) and builds with CMake otherwise.
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
-# STAGES (default "build check sanitize bench anchors"), CHECK_FILTER, BENCH_ARGS.
+# STAGES, DEADLINE, CHECK_FILTER, BENCH_ARGS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/build/gpu_out}
@@ -25,23 +28,42 @@ LOGS=/tmp/longattn_gpu_logs
 rm -rf "$LOGS" && mkdir -p "$OUT" "$LOGS"
 KERNELS=${KERNELS:-all}
 ARCHS=${ARCHS:-90}
-STAGES=${STAGES:-"build check sanitize bench anchors python"}
+STAGES=${STAGES:-"build check bench anchors sanitize"}
 BUILD=build/gpu
 CLI=$BUILD/longattn
 start=$(date +%s)
 summary=()
 stage() { echo; echo "=== [$(( $(date +%s) - start ))s] $*"; }
-want() { [[ " $STAGES " == *" $1 "* ]]; }
+# Every stage's timeout is cut to what is left of DEADLINE (seconds from the start), so the job
+# ends, with its summary and logs archived, inside one device call (10 minutes).
+DEADLINE=${DEADLINE:-570}
+cap() {
+  local left=$(( DEADLINE - ($(date +%s) - start) - 15 ))
+  (( left < 1 )) && left=1
+  echo $(( $1 < left ? $1 : left ))
+}
 record() { summary+=("$(printf '%-10s %-6s %s' "$1" "$2" "$3")"); }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >"$LOGS/gpu.txt" 2>&1
 cat "$LOGS/gpu.txt"
 
-if want build; then
+stage_build() {
   stage "build (LONGATTN_CUDA_KERNELS=$KERNELS, archs $ARCHS)"
   deps=/tmp/longattn_deps
   mkdir -p "$deps"
   for f in .gpudeps/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" "$deps"; done
+  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  if [ -f .gpudeps/bin/longattn.xz ] && [ ! -x "$CLI" ]; then
+    mkdir -p "$BUILD"
+    xz -dc .gpudeps/bin/longattn.xz >"$CLI" && chmod +x "$CLI"
+    if "$CLI" info >"$LOGS/info.txt" 2>&1; then
+      record build ok "prebuilt ($(cat .gpudeps/bin/commit 2>/dev/null))"
+      cat "$LOGS/info.txt"
+      return
+    fi
+    echo "prebuilt CLI does not run here, building:"; cat "$LOGS/info.txt"
+    rm -f "$CLI"
+  fi
   if cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGATTN_CUDA=ON \
       -DCMAKE_CUDA_ARCHITECTURES="$ARCHS" -DLONGATTN_CUDA_KERNELS="$KERNELS" \
       -DLONGATTN_BUILD_TESTS=OFF -DCMAKE_PREFIX_PATH="$deps/usr" >"$LOGS/build.log" 2>&1 &&
@@ -53,53 +75,52 @@ if want build; then
     printf '%s\n' "${summary[@]}"
     exit 1
   fi
-  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
   "$CLI" info | tee "$LOGS/info.txt"
-fi
+}
 export LD_LIBRARY_PATH="/tmp/longattn_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 
-if want check; then
+stage_check() {
   stage "longattn check --device cuda (every case vs the float64 oracle)"
   filter=()
   [ -n "${CHECK_FILTER:-}" ] && filter=(--filter "$CHECK_FILTER")
-  timeout 400 "$CLI" check --device cuda "${filter[@]}" >"$LOGS/check.log" 2>&1
+  timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" >"$LOGS/check.log" 2>&1
   rc=$?
   grep -E "FAIL" "$LOGS/check.log" | head -n 20
   record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
   # The check shapes are small, so the rule picks 64-row forward tiles; run the 128-row ones too,
   # and the fast backward on 64-key tiles (the default is 128 where instantiated).
   for tile in 128t 128w; do
-    LONGATTN_CUDA_FORWARD_TILE=$tile LONGATTN_CUDA_BACKWARD_TILE=64 timeout 200 "$CLI" check \
+    LONGATTN_CUDA_FORWARD_TILE=$tile LONGATTN_CUDA_BACKWARD_TILE=64 timeout $(cap 200) "$CLI" check \
       --device cuda --quick "${filter[@]}" >"$LOGS/check_tile$tile.log" 2>&1
     rc=$?
     grep -E "FAIL" "$LOGS/check_tile$tile.log" | head -n 20
     record "check$tile" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check_tile$tile.log")"
   done
-fi
+}
 
-if want sanitize; then
+stage_sanitize() {
   stage "compute-sanitizer memcheck + racecheck (quick suite)"
-  timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  timeout $(cap 300) compute-sanitizer --tool memcheck --error-exitcode 9 \
     "$CLI" check --device cuda --quick >"$LOGS/memcheck.log" 2>&1
   rc=$?
   record memcheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -n 1)"
-  timeout 300 compute-sanitizer --tool racecheck --error-exitcode 9 \
+  timeout $(cap 300) compute-sanitizer --tool racecheck --error-exitcode 9 \
     "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck.log" 2>&1
   rc=$?
   record racecheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck.log" | tail -n 1)"
-fi
+}
 
-if want bench; then
+stage_bench() {
   stage "longattn bench --device cuda --suite gpu"
   # shellcheck disable=SC2086
-  timeout 420 "$CLI" bench --device cuda --suite gpu --reps 5 ${BENCH_ARGS:-} \
+  timeout $(cap 420) "$CLI" bench --device cuda --suite gpu --reps 5 ${BENCH_ARGS:-} \
     --json "$OUT/longattn_gpu.json" >"$LOGS/bench.log" 2>&1
   rc=$?
   record bench "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -c '^fwd\|^bwd' "$LOGS/bench.log") rows"
   # A/B of the forward's query tile on the bar's shape (the rule's choice is in bench.log): 64
   # rows, 128 rows on 4 warps x 32 rows (FA2's shape) and on 8 warps x 16 rows.
   for tile in 64 128t 128w; do
-    LONGATTN_CUDA_FORWARD_TILE=$tile timeout 120 "$CLI" bench --device cuda --dtype bf16 --B 1 \
+    LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 --B 1 \
       --H 16 --S 16384 --D 128 --mask full,causal --fwd --reps 5 --no-check \
       >"$LOGS/bench_tile$tile.log" 2>&1
     record "tile$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
@@ -113,26 +134,32 @@ if want bench; then
     tile=128
     [ "$mode" = fast ] || tile=64
     # shellcheck disable=SC2086
-    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout 120 "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
+    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
       --mask full,causal --bwd --reps 5 --no-check $flag >"$LOGS/bench_bwd_$mode.log" 2>&1
     record "bwd_$mode" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
       "$(grep '^bwd' "$LOGS/bench_bwd_$mode.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
   done
-fi
+}
 
-if want anchors; then
+stage_anchors() {
   anchors=.gpudeps/anchors
   [ -d "$anchors" ] || anchors=../shared/anchors
-  stage "anchors: $anchors/anchors_gpu.py and longca_masks_flex.py (same job)"
-  PYTHONUNBUFFERED=1 timeout 300 python3 "$anchors/anchors_gpu.py" --only fwd,bwd,decode \
+  stage "anchors: $anchors/anchors_gpu.py (SDPA flash and cuDNN, the same job)"
+  PYTHONUNBUFFERED=1 timeout $(cap 300) python3 "$anchors/anchors_gpu.py" --only ceiling,fwd,bwd,decode \
     --S 16384 --json "$OUT/anchors.json" >"$LOGS/anchors.log" 2>&1
   record anchors "$([ $? -eq 0 ] && echo ok || echo FAIL)" "anchors_gpu.py"
-  PYTHONUNBUFFERED=1 timeout 400 python3 "$anchors/longca_masks_flex.py" --S 16384 \
+}
+
+stage_flex() {
+  anchors=.gpudeps/anchors
+  [ -d "$anchors" ] || anchors=../shared/anchors
+  stage "anchors: $anchors/longca_masks_flex.py (FlexAttention, the twelve masks)"
+  PYTHONUNBUFFERED=1 timeout $(cap 400) python3 "$anchors/longca_masks_flex.py" --S 16384 \
     --json "$OUT/flex_masks.json" >"$LOGS/flex.log" 2>&1
   record flex "$([ $? -eq 0 ] && echo ok || echo FAIL)" "longca_masks_flex.py"
-fi
+}
 
-if want profile; then
+stage_profile() {
   stage "ncu: forward (64- and 128-row tiles) and backward kernels on the bar's shape"
   # One launch of each kernel; the sections that explain a miss against the floors: tensor-pipe
   # and memory throughput, shared-memory bank conflicts, warp stall reasons, occupancy.
@@ -140,7 +167,7 @@ if want profile; then
             --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy
             --section LaunchStats)
   for tile in 64 128t 128w; do
-    LONGATTN_CUDA_FORWARD_TILE=$tile timeout 240 ncu --kernel-name regex:forward_mma \
+    LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:forward_mma \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 16 --S 16384 --D 128 --mask causal --fwd --reps 1 --no-check \
       >"$LOGS/ncu_fwd_tile$tile.txt" 2>&1
@@ -149,40 +176,48 @@ if want profile; then
   # The second call of each: fast mode launches dK/dV (with atomic dQ) alone, on 128- and on
   # 64-key tiles; deterministic mode dK/dV then dQ.
   for tile in 128 64; do
-    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout 240 ncu --kernel-name regex:"dkdv_mma" \
+    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"dkdv_mma" \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 2 --H 16 --S 8192 --D 128 --mask causal --bwd --reps 1 --no-check \
       >"$LOGS/ncu_bwd_tile$tile.txt" 2>&1
     record "ncubwd$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd_tile$tile.txt"
   done
-  timeout 240 ncu --kernel-name regex:"dkdv_mma|dq_mma" --launch-skip 2 --launch-count 2 \
+  timeout $(cap 240) ncu --kernel-name regex:"dkdv_mma|dq_mma" --launch-skip 2 --launch-count 2 \
     "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
     --mask causal --bwd --reps 1 --no-check --deterministic >"$LOGS/ncu_bwd_det.txt" 2>&1
   record ncubwdet "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd_det.txt"
-fi
+}
 
-if want python; then
+stage_python() {
   stage "Python: pip install . (CUDA build), GPU tests, bench/compare.py"
   # No network there: build with the installed scikit-build-core and nanobind.
-  timeout 400 python3 -m pip install -q --no-build-isolation --no-deps . \
+  timeout $(cap 400) python3 -m pip install -q --no-build-isolation --no-deps . \
     -C cmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS" -C cmake.define.LONGATTN_CUDA_KERNELS="$KERNELS" \
     >"$LOGS/pip.log" 2>&1
   record pip "$([ $? -eq 0 ] && echo ok || echo FAIL)" "pip install ."
-  (cd python/tests && timeout 300 python3 -m pytest -q -p no:cacheprovider . >"$LOGS/pytest.log" 2>&1)
+  (cd python/tests && timeout $(cap 300) python3 -m pytest -q -p no:cacheprovider . >"$LOGS/pytest.log" 2>&1)
   record pytest "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/pytest.log")"
-  PYTHONUNBUFFERED=1 timeout 300 python3 bench/compare.py --device cuda --dtype bfloat16 \
+  PYTHONUNBUFFERED=1 timeout $(cap 300) python3 bench/compare.py --device cuda --dtype bfloat16 \
     --S 4096,16384 --Hq 16 --Hkv 16 --json "$OUT/compare.json" >"$LOGS/compare.log" 2>&1
   record compare "$([ $? -eq 0 ] && echo ok || echo FAIL)" "bench/compare.py (table in compare.log)"
   tail -n 30 "$LOGS/compare.log"
   # Generation loops: a KV cache growing by one token per step against a fixed length (the host
   # cost of a new length: schedule build, stream-ordered upload, no device-wide sync).
   for shape in "--B 16 --kv 32768 --steps 100" "--B 1 --kv 4096 --steps 300"; do
-    PYTHONUNBUFFERED=1 timeout 120 python3 bench/decode_loop.py --device cuda $shape \
+    PYTHONUNBUFFERED=1 timeout $(cap 120) python3 bench/decode_loop.py --device cuda $shape \
       >>"$LOGS/decode_loop.log" 2>&1
     record decode_loop "$([ $? -eq 0 ] && echo ok || echo FAIL)" "bench/decode_loop.py $shape"
   done
   cat "$LOGS/decode_loop.log"
-fi
+}
+
+for name in $STAGES; do
+  if declare -F "stage_$name" >/dev/null; then
+    "stage_$name"
+  else
+    record "$name" FAIL "unknown stage"
+  fi
+done
 
 stage "summary"
 python3 bench/gpu_summary.py "$OUT" | tee "$OUT/summary.txt"
