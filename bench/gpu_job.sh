@@ -53,7 +53,12 @@ stage_build() {
   mkdir -p "$deps"
   for f in .gpudeps/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" "$deps"; done
   export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
-  if [ -f .gpudeps/bin/longattn.xz ] && [ ! -x "$CLI" ]; then
+  if [ -x "$CLI" ] && "$CLI" info >"$LOGS/info.txt" 2>&1; then
+    record build ok "kept from the last call on this machine"
+    cat "$LOGS/info.txt"
+    return
+  fi
+  if [ -f .gpudeps/bin/longattn.xz ]; then
     mkdir -p "$BUILD"
     xz -dc .gpudeps/bin/longattn.xz >"$CLI" && chmod +x "$CLI"
     if "$CLI" info >"$LOGS/info.txt" 2>&1; then
@@ -87,9 +92,9 @@ stage_check() {
   rc=$?
   grep -E "FAIL" "$LOGS/check.log" | head -n 20
   record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
-  # The check shapes are small, so the rule picks 64-row forward tiles; run the 128-row ones too,
+  # The rule picks 64- or 128-row forward tiles by shape; run each kernel on the quick list,
   # and the fast backward on 64-key tiles (the default is 128 where instantiated).
-  for tile in 128t 128w; do
+  for tile in 64 128t 128w; do
     LONGATTN_CUDA_FORWARD_TILE=$tile LONGATTN_CUDA_BACKWARD_TILE=64 timeout $(cap 200) "$CLI" check \
       --device cuda --quick "${filter[@]}" >"$LOGS/check_tile$tile.log" 2>&1
     rc=$?
@@ -119,12 +124,16 @@ stage_bench() {
   record bench "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -c '^fwd\|^bwd' "$LOGS/bench.log") rows"
   # A/B of the forward's query tile on the bar's shape (the rule's choice is in bench.log): 64
   # rows, 128 rows on 4 warps x 32 rows (FA2's shape) and on 8 warps x 16 rows.
-  for tile in 64 128t 128w; do
-    LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 --B 1 \
-      --H 16 --S 16384 --D 128 --mask full,causal --fwd --reps 5 --no-check \
-      >"$LOGS/bench_tile$tile.log" 2>&1
-    record "tile$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
-      "$(grep '^fwd' "$LOGS/bench_tile$tile.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
+  # The same at D = 64 (H = 32) and at S = 4096, where the rule weighs waves of each tile.
+  for shape in "16 16384 128" "32 16384 64" "16 4096 128"; do
+    read -r heads len dim <<<"$shape"
+    for tile in 64 128t 128w; do
+      LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
+        --B 1 --H "$heads" --S "$len" --D "$dim" --mask full,causal --fwd --reps 5 --no-check \
+        >"$LOGS/bench_tile${tile}_S${len}_D$dim.log" 2>&1
+      record "tile$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "S=$len D=$dim: $(grep '^fwd' \
+        "$LOGS/bench_tile${tile}_S${len}_D$dim.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
+    done
   done
   # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles (the default), on 64 x 64
   # tiles, and the deterministic mode (64 x 64).
@@ -190,11 +199,18 @@ stage_profile() {
 
 stage_python() {
   stage "Python: pip install . (CUDA build), GPU tests, bench/compare.py"
-  # No network there: build with the installed scikit-build-core and nanobind.
-  timeout $(cap 400) python3 -m pip install -q --no-build-isolation --no-deps . \
-    -C cmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS" -C cmake.define.LONGATTN_CUDA_KERNELS="$KERNELS" \
-    >"$LOGS/pip.log" 2>&1
-  record pip "$([ $? -eq 0 ] && echo ok || echo FAIL)" "pip install ."
+  # A wheel built here for the device's Python (scripts/fetch_gpu_deps.sh with WHEEL=1) saves
+  # the CUDA build; else build there (no network: the installed scikit-build-core and nanobind).
+  wheel=$(ls .gpudeps/wheels/longattn-*-cp312-*.whl 2>/dev/null | head -n 1)
+  if [ -n "$wheel" ] && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
+    timeout $(cap 120) python3 -m pip install -q --no-deps --force-reinstall "$wheel" >"$LOGS/pip.log" 2>&1
+    record pip "$([ $? -eq 0 ] && echo ok || echo FAIL)" "pip install $(basename "$wheel")"
+  else
+    timeout $(cap 400) python3 -m pip install -q --no-build-isolation --no-deps . \
+      -C cmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS" -C cmake.define.LONGATTN_CUDA_KERNELS="$KERNELS" \
+      >"$LOGS/pip.log" 2>&1
+    record pip "$([ $? -eq 0 ] && echo ok || echo FAIL)" "pip install ."
+  fi
   (cd python/tests && timeout $(cap 300) python3 -m pytest -q -p no:cacheprovider . >"$LOGS/pytest.log" 2>&1)
   record pytest "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/pytest.log")"
   PYTHONUNBUFFERED=1 timeout $(cap 300) python3 bench/compare.py --device cuda --dtype bfloat16 \

@@ -16,8 +16,28 @@ MaskSpec = _core.MaskSpec
 PatternSpec = _core.PatternSpec
 BlockSparseLayout = _core.BlockSparseLayout
 
+
+def content(mask: MaskSpec) -> tuple:
+    """Everything that defines a mask, as a hashable tuple (masks compare and hash by it)."""
+    heads = tuple((int(h.kind.value), h.window, h.block, h.prefix, h.stride, h.offset, h.summary,
+                   h.dilation, h.global_blocks, h.window_blocks, h.random_blocks, h.seed)
+                  for h in mask.heads)
+    layout = mask.layout
+    lay = None
+    if layout is not None:
+        lay = (layout.block_q, layout.block_k, layout.batches, layout.heads, layout.q_blocks,
+               tuple(layout.row_offsets), tuple(layout.key_blocks), tuple(layout.partial))
+    return heads, tuple(mask.doc_lens), lay
+
+
+# Value semantics: two masks with the same content are equal and hash alike (so a mask can be a
+# dict key, and torch.compile can hold one as a constant). Treat a mask as immutable once used.
+MaskSpec.__eq__ = lambda self, other: (isinstance(other, MaskSpec)
+                                       and content(self) == content(other))
+MaskSpec.__hash__ = lambda self: hash(content(self))
+
 __all__ = ["pattern", "documents", "per_head", "block_sparse", "strided_shards",
-           "random_documents", "names", "benchmark_names", "MaskSpec", "PatternSpec",
+           "random_documents", "names", "benchmark_names", "content", "MaskSpec", "PatternSpec",
            "BlockSparseLayout"]
 
 

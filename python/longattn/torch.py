@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 import torch
 
 from . import _longattn as _core
-from . import _lse_shape, _window
+from . import _lse_shape, _mask_spec, _window
 from . import masks as _masks
 
 # Custom-op arguments must be tensors or scalars: a mask travels as an id into this registry.
@@ -30,16 +30,12 @@ _MASK_CAPACITY = 256
 _LOCK = threading.Lock()
 
 
-def _mask_content(mask) -> tuple:
-    heads = tuple((int(h.kind.value), h.window, h.block, h.prefix, h.stride, h.offset, h.summary,
-                   h.dilation, h.global_blocks, h.window_blocks, h.random_blocks, h.seed)
-                  for h in mask.heads)
-    layout = mask.layout
-    lay = None
-    if layout is not None:
-        lay = (layout.block_q, layout.block_k, layout.batches, layout.heads, layout.q_blocks,
-               tuple(layout.row_offsets), tuple(layout.key_blocks), tuple(layout.partial))
-    return heads, tuple(mask.doc_lens), lay
+# torch.compile holds a mask as a constant of the graph (masks compare and hash by content).
+if hasattr(torch.utils._pytree, "register_constant"):
+    try:
+        torch.utils._pytree.register_constant(_masks.MaskSpec)
+    except ValueError:  # registered already (a reloaded module)
+        pass
 
 
 @torch._dynamo.assume_constant_result
@@ -48,7 +44,7 @@ def _mask_id(mask) -> int:
         return 0
     if isinstance(mask, str):
         mask = _masks.pattern(mask)
-    key = _mask_content(mask)
+    key = _masks.content(mask)
     with _LOCK:
         mid = _MASK_KEYS.get(key)
         if mid is not None and mid in _MASKS:
@@ -162,6 +158,15 @@ def _backward(ctx, dout, dlse):
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _needs_op(*tensors) -> bool:
+    """Whether a call must go through the custom op: under torch.compile, or when a gradient can
+    flow to an input."""
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    if is_compiling is not None and is_compiling():
+        return True
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=None, softcap=0.0,
               score="softmax", sigmoid_bias=0.0, mask=None, cu_seqlens_q=None, cu_seqlens_k=None,
               scale=None, return_lse=False, out=None, backend="auto", threads=0,
@@ -173,10 +178,22 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=No
     if return_lse and score != "softmax":
         raise ValueError("return_lse: the log-sum-exp is only defined for score='softmax'")
     left, right = _window(window)
+    scale = math.nan if scale is None else float(scale)
+    if not _needs_op(q, k, v, sink_logits):
+        # Inference: straight to the engine, without the custom op's dispatch (tens of
+        # microseconds a call, the size of a whole decode step on a GPU), into `out` if given.
+        o = torch.empty_like(q) if out is None else out
+        lse = torch.empty(_lse_shape(q, cu_seqlens_q is not None), dtype=torch.float32,
+                          device=q.device) if return_lse else None
+        opts = _opts(q, scale, bool(causal), left, right, int(sinks), sink_logits, float(softcap),
+                     score, float(sigmoid_bias), 0, int(threads), cu_seqlens_q, cu_seqlens_k)
+        opts["mask"] = _mask_spec(mask)
+        _core.forward(q, k, v, o, lse, **opts)
+        return (o, lse) if return_lse else o
     # torch.use_deterministic_algorithms(True) asks for the deterministic backward too.
     deterministic = bool(deterministic) or torch.are_deterministic_algorithms_enabled()
     o, lse = _attention_op(q, k, v, sink_logits, cu_seqlens_q, cu_seqlens_k,
-                           math.nan if scale is None else float(scale), bool(causal), left, right,
+                           scale, bool(causal), left, right,
                            int(sinks), float(softcap), score, float(sigmoid_bias), _mask_id(mask),
                            int(threads), deterministic)
     if out is not None:

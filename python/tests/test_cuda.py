@@ -1,5 +1,6 @@
 """CUDA tensors: PyTorch (and CuPy where installed) on the GPU against the float64 oracle on the
 CPU. Skips where there is no usable GPU or the build has no CUDA backend."""
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -87,3 +88,24 @@ def test_cupy_inputs():
     assert isinstance(out, cupy.ndarray)
     ref = reference(*(torch.as_tensor(q.get()),) * 3)
     assert float(abs(cupy.asnumpy(out) - ref.numpy()).max()) < 1e-4
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_jax_gpu_inputs(dtype):
+    """JAX arrays on the GPU: read in place, the output handed to JAX through DLPack (on the GPU,
+    in the input's dtype), after JAX's own work on its streams has finished."""
+    jax = pytest.importorskip("jax")
+    jnp = pytest.importorskip("jax.numpy")
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    if not gpus:
+        pytest.skip("JAX has no GPU here")
+    key = jax.random.PRNGKey(3)
+    q = jax.device_put(jax.random.normal(key, (1, 96, 4, 64), dtype=jnp.float32), gpus[0])
+    q = (q * 1.5).astype(dtype)  # still in flight on JAX's stream when longattn is called
+    out = longattn.attention(q, q, q, causal=True)
+    assert type(out).__module__.split(".")[0] in ("jax", "jaxlib")
+    assert str(out.dtype) == dtype and {d.platform for d in out.devices()} == {"gpu"}
+    host = torch.from_numpy(np.asarray(q.astype(jnp.float32)))
+    ref = reference(host, host, host, causal=True)
+    err = float(np.abs(np.asarray(out.astype(jnp.float32)) - ref.numpy()).max())
+    assert err < (1e-4 if dtype == "float32" else 2e-2), err

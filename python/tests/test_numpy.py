@@ -161,3 +161,12 @@ def test_read_only_inputs_and_jax():
     out = longattn.attention(qj, qj, qj, causal=True)
     assert type(out).__module__.split(".")[0] in ("jax", "jaxlib")
     assert np.abs(np.asarray(out) - ref).max() < 2e-5
+
+
+def test_masks_compare_and_hash_by_content():
+    a = masks.pattern("sliding_window_causal", window=16)
+    b = masks.pattern("sliding_window_causal", window=16)
+    c = masks.pattern("sliding_window_causal", window=17)
+    assert a is not b and a == b and hash(a) == hash(b)
+    assert a != c and a != "sliding_window_causal"
+    assert len({a, b, c}) == 2

@@ -146,3 +146,24 @@ def test_mask_by_name_and_negative_scale():
     ref = torch.nn.functional.scaled_dot_product_attention(
         *(x.transpose(1, 2).double() for x in (q, k, v)), scale=-0.1).transpose(1, 2)
     assert (neg.double() - ref).abs().max() < 2e-5
+
+
+def test_inference_path_matches_the_custom_op():
+    """Without a gradient to track, calls skip the custom op: same results, `out` written in
+    place, the LSE only when asked for, masks passed through."""
+    import longattn.torch as lt
+    torch.manual_seed(5)
+    q = torch.randn(2, 40, 4, 32, requires_grad=True)
+    k = torch.randn(2, 40, 2, 32, requires_grad=True)
+    v = torch.randn(2, 40, 2, 32, requires_grad=True)
+    m = masks.pattern("sliding_window_causal", window=9)
+    assert lt._needs_op(q, k, v, None)
+    ref, ref_lse = longattn.attention(q, k, v, mask=m, return_lse=True)
+    with torch.no_grad():
+        assert not lt._needs_op(q, k, v, None)
+        out = torch.full_like(q, float("nan"))
+        got, lse = longattn.attention(q, k, v, mask=m, return_lse=True, out=out)
+        assert got is out and torch.equal(got, ref) and torch.equal(lse, ref_lse)
+        assert not got.requires_grad
+        assert torch.equal(longattn.attention(q.detach(), k, v, mask="sliding_window_causal"),
+                           longattn.attention(q, k, v, mask=masks.pattern("sliding_window_causal")))
