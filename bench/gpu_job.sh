@@ -53,20 +53,20 @@ stage_build() {
   mkdir -p "$deps"
   for f in .gpudeps/debs/*.deb; do [ -e "$f" ] && dpkg -x "$f" "$deps"; done
   export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  # A CLI from an earlier call on this (warm) machine is kept; else the one prebuilt here.
+  origin="kept from the last call on this machine"
+  if [ ! -x "$CLI" ] && [ -f .gpudeps/bin/longattn.xz ]; then
+    mkdir -p "$BUILD"
+    xz -dc .gpudeps/bin/longattn.xz >"$CLI" && chmod +x "$CLI"
+    origin="prebuilt ($(cat .gpudeps/bin/commit 2>/dev/null))"
+  fi
   if [ -x "$CLI" ] && "$CLI" info >"$LOGS/info.txt" 2>&1; then
-    record build ok "kept from the last call on this machine"
+    record build ok "$origin"
     cat "$LOGS/info.txt"
     return
   fi
-  if [ -f .gpudeps/bin/longattn.xz ]; then
-    mkdir -p "$BUILD"
-    xz -dc .gpudeps/bin/longattn.xz >"$CLI" && chmod +x "$CLI"
-    if "$CLI" info >"$LOGS/info.txt" 2>&1; then
-      record build ok "prebuilt ($(cat .gpudeps/bin/commit 2>/dev/null))"
-      cat "$LOGS/info.txt"
-      return
-    fi
-    echo "prebuilt CLI does not run here, building:"; cat "$LOGS/info.txt"
+  if [ -e "$CLI" ]; then
+    echo "the CLI does not run here, building:"; cat "$LOGS/info.txt"
     rm -f "$CLI"
   fi
   if cmake -S . -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLONGATTN_CUDA=ON \

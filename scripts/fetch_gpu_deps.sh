@@ -17,13 +17,13 @@ if [ -x build/release/longattn ] && grep -q '^LONGATTN_CUDA:BOOL=ON' build/relea
   git describe --always --dirty >.gpudeps/bin/commit
 fi
 # WHEEL=1: also a wheel for the device's Python 3.12 (sm_90 only), when this machine has one.
-py312=""
-for py in python3.12 /root/.pyenv/versions/3.12*/bin/python3.12; do
-  if "$py" -c 'import sys' 2>/dev/null; then py312=$py; break; fi
-done
-if [ "${WHEEL:-0}" = 1 ] && [ -n "$py312" ]; then
-  mkdir -p .gpudeps/wheels
-  CMAKE_BUILD_PARALLEL_LEVEL=2 "$py312" -m pip wheel . --no-deps -w .gpudeps/wheels \
-    -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 -C build-dir=build/wheel-cp312 >/dev/null
+if [ "${WHEEL:-0}" = 1 ]; then
+  for py in python3.12 /root/.pyenv/versions/3.12*/bin/python3.12; do
+    "$py" -c 'import sys' 2>/dev/null || continue  # a pyenv shim without that version fails
+    mkdir -p .gpudeps/wheels
+    CMAKE_BUILD_PARALLEL_LEVEL=2 "$py" -m pip wheel . --no-deps -w .gpudeps/wheels \
+      -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 -C build-dir=build/wheel-cp312 >/dev/null
+    break
+  done
 fi
 du -sh .gpudeps

@@ -32,10 +32,7 @@ _LOCK = threading.Lock()
 
 # torch.compile holds a mask as a constant of the graph (masks compare and hash by content).
 if hasattr(torch.utils._pytree, "register_constant"):
-    try:
-        torch.utils._pytree.register_constant(_masks.MaskSpec)
-    except ValueError:  # registered already (a reloaded module)
-        pass
+    torch.utils._pytree.register_constant(_masks.MaskSpec)
 
 
 @torch._dynamo.assume_constant_result
@@ -72,13 +69,13 @@ def _mask_of(mask_id: int):
 
 
 def _opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap, score,
-          sigmoid_bias, mask_id, threads, cu_q, cu_k):
+          sigmoid_bias, mask, threads, cu_q, cu_k):
     # scale NaN = the default 1/sqrt(D) (custom ops take no Optional[float] defaults here).
     # CUDA tensors run on PyTorch's current stream.
     stream = torch.cuda.current_stream(q.device).cuda_stream if q.is_cuda else 0
     return dict(scale=None if math.isnan(scale) else scale, causal=causal, window_left=window_left,
                 window_right=window_right, sinks=sinks, sink_logits=sink_logits, softcap=softcap,
-                score=score, sigmoid_bias=sigmoid_bias, mask=_mask_of(mask_id),
+                score=score, sigmoid_bias=sigmoid_bias, mask=mask,
                 cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, threads=threads, stream=int(stream))
 
 
@@ -96,7 +93,7 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       device=q.device)
     _core.forward(q, k, v, out, lse if softmax else None,
                   **_opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap,
-                          score, sigmoid_bias, mask_id, threads, cu_q, cu_k))
+                          score, sigmoid_bias, _mask_of(mask_id), threads, cu_q, cu_k))
     return out, lse
 
 
@@ -122,7 +119,7 @@ def _attention_backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
     _core.backward(q, k, v, out, lse if score == "softmax" else None, dout.contiguous(), dq, dk, dv,
                    dsink if sink_logits is not None else None, deterministic=deterministic,
                    **_opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap,
-                           score, sigmoid_bias, mask_id, threads, cu_q, cu_k))
+                           score, sigmoid_bias, _mask_of(mask_id), threads, cu_q, cu_k))
     return dq, dk, dv, dsink
 
 
@@ -185,10 +182,10 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=No
         o = torch.empty_like(q) if out is None else out
         lse = torch.empty(_lse_shape(q, cu_seqlens_q is not None), dtype=torch.float32,
                           device=q.device) if return_lse else None
-        opts = _opts(q, scale, bool(causal), left, right, int(sinks), sink_logits, float(softcap),
-                     score, float(sigmoid_bias), 0, int(threads), cu_seqlens_q, cu_seqlens_k)
-        opts["mask"] = _mask_spec(mask)
-        _core.forward(q, k, v, o, lse, **opts)
+        _core.forward(q, k, v, o, lse,
+                      **_opts(q, scale, bool(causal), left, right, int(sinks), sink_logits,
+                              float(softcap), score, float(sigmoid_bias), _mask_spec(mask),
+                              int(threads), cu_seqlens_q, cu_seqlens_k))
         return (o, lse) if return_lse else o
     # torch.use_deterministic_algorithms(True) asks for the deterministic backward too.
     deterministic = bool(deterministic) or torch.are_deterministic_algorithms_enabled()
