@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -180,6 +181,68 @@ TEST(Conversions, Bf16RoundsToNearestEven) {
   EXPECT_EQ(bf16_to_float(float_to_bf16(1.0F + 1.0F / 256.0F)), 1.0F);  // tie -> even
   EXPECT_EQ(bf16_to_float(float_to_bf16(1.0F + 3.0F / 256.0F)), 1.0F + 4.0F / 256.0F);
   EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(NAN))));
+}
+
+// A NaN or Inf in one document of a document mask reaches only that document's outputs and
+// gradients, on the oracle and on the CPU engine: pairs across documents are masked (weight 0)
+// and carry nothing, although the engine's 64 x 64 tiles mix the documents.
+TEST(NonFinite, OneDocumentPoisonsOnlyItself) {
+  constexpr std::int64_t kS = 200;
+  constexpr std::int64_t kH = 2;
+  constexpr std::int64_t kD = 32;
+  const std::vector<std::int64_t> docs{60, 80, 60};  // document 1: tokens [60, 140)
+  PatternSpec pattern;
+  pattern.kind = Pattern::kCausalDocument;
+  const MaskSpec mask = MaskSpec::with_documents(pattern, docs);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-1.0F, 1.0F);
+  auto tensor = [&](std::vector<float>& x) {
+    x.resize(static_cast<std::size_t>(kS * kH * kD));
+    for (float& e : x) e = dist(rng);
+  };
+  std::vector<float> q, k, v, dout;
+  tensor(q);
+  tensor(k);
+  tensor(v);
+  tensor(dout);
+  auto at = [](std::vector<float>& x, std::int64_t token, std::int64_t head, std::int64_t d) {
+    return &x[static_cast<std::size_t>((token * kH + head) * kD + d)];
+  };
+  *at(q, 70, 0, 3) = std::numeric_limits<float>::quiet_NaN();
+  *at(k, 100, 1, 5) = std::numeric_limits<float>::infinity();
+  *at(v, 90, 0, 7) = std::numeric_limits<float>::quiet_NaN();
+  *at(dout, 120, 1, 0) = -std::numeric_limits<float>::infinity();
+  for (Backend backend : {Backend::kReference, Backend::kCPU}) {
+    AttentionOptions o;
+    o.mask = &mask;
+    o.backend = backend;
+    auto view = [&](std::vector<float>& x) {
+      return TensorView::contiguous(x.data(), DType::kF32, {1, kS, kH, kD});
+    };
+    std::vector<float> out(q.size()), lse(static_cast<std::size_t>(kH * kS)), dq(q.size()),
+        dk(q.size()), dv(q.size());
+    const TensorView lse_view = TensorView::contiguous(lse.data(), DType::kF32, {1, kH, kS});
+    attention_forward(view(q), view(k), view(v), view(out), lse_view, o);
+    attention_backward(view(q), view(k), view(v), view(out), lse_view, view(dout), view(dq),
+                       view(dk), view(dv), TensorView{}, o);
+    for (auto* grad : {&out, &dq, &dk, &dv}) {
+      std::int64_t poisoned_in_doc1 = 0;
+      for (std::int64_t t = 0; t < kS; ++t) {
+        for (std::int64_t h = 0; h < kH; ++h) {
+          for (std::int64_t d = 0; d < kD; ++d) {
+            const bool finite = std::isfinite(*at(*grad, t, h, d));
+            if (t >= 60 && t < 140) {
+              poisoned_in_doc1 += finite ? 0 : 1;
+            } else {
+              ASSERT_TRUE(finite) << "backend " << static_cast<int>(backend) << ", token " << t
+                                  << " head " << h << " dim " << d;
+            }
+          }
+        }
+      }
+      EXPECT_GT(poisoned_in_doc1, 0);  // the poison is not dropped inside its document
+    }
+  }
 }
 
 }  // namespace

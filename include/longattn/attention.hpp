@@ -20,7 +20,10 @@
 /// masked. NaN and Inf inputs propagate (forward) to the outputs of the queries that see them,
 /// and to no other query; in V they propagate where the query's fp32 weight for that key is
 /// nonzero (a weight that underflows, a logit ~88 below the row's maximum, does not carry them).
-/// The backward may spread a non-finite input within its 64x64 tile.
+/// The backward follows the same rule: a (query, key) pair of weight 0 contributes nothing to
+/// dq, dk or dv, whatever Inf/NaN the Q, K, V or dout rows of that pair hold (a NaN in one
+/// document of a document mask leaves the other documents' gradients finite). On the GPU, inputs
+/// holding an Inf or NaN take the generic CUDA kernels (exact, several times slower).
 #pragma once
 
 #include <cstdint>

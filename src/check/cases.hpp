@@ -37,7 +37,7 @@ struct Case {
   std::optional<float> scale;
   std::optional<MaskSpec> mask;
   bool backward = false;
-  bool nonfinite = false;  ///< inject NaN/Inf into q, k and v (forward only)
+  bool nonfinite = false;  ///< inject NaN/Inf into q, k, v (and dO for the backward)
 };
 
 /// Errors of one output against the oracle.

@@ -477,6 +477,7 @@ AttnParams base_params(const Problem& p, std::vector<BatchEntry>& table) {
   a.sigmoid_bias = p.sigmoid_bias;
   table.resize(static_cast<std::size_t>(p.batch));
   std::int64_t rows = 0;
+  std::int64_t kv_rows = 0;
   for (std::int64_t b = 0; b < p.batch; ++b) {
     const auto ub = static_cast<std::size_t>(b);
     BatchEntry& e = table[ub];
@@ -492,10 +493,13 @@ AttnParams base_params(const Problem& p, std::vector<BatchEntry>& table) {
       e.dv = p.dv.batch_offset[ub];
     }
     e.row = rows;
+    e.kv_row = kv_rows;
     e.sq = static_cast<std::int32_t>(p.seqs[ub].sq);
     e.skv = static_cast<std::int32_t>(p.seqs[ub].skv);
     rows += p.seqs[ub].sq;
+    kv_rows += p.seqs[ub].skv;
   }
+  a.packed_kv_rows = kv_rows * p.hkv;
   return a;
 }
 
@@ -929,7 +933,8 @@ void backward(const Problem& p) {
   Packer pk;
   const std::size_t o_table = pk.add(table);
   const std::size_t o_sinks = pk.add(p.sink_logits);
-  const std::size_t o_counter = pk.reserve(2 * sizeof(std::int32_t));
+  // Two work counters and the tensor-core path's Inf/NaN flag, zeroed by the table upload.
+  const std::size_t o_counter = pk.reserve(3 * sizeof(std::int32_t));
   const std::size_t o_dot = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
   const std::size_t o_lse2 = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
   const std::size_t without_accum = pk.size();
@@ -978,10 +983,21 @@ void backward(const Problem& p) {
       choice.atomic_dq ? work->num_col_work : std::max(work->num_full_work, work->num_col_work);
   const int grid = std::max(1, std::min(items, props(p.device_index).sms * choice.occupancy));
   if (choice.mma != nullptr) {
+    // Inf/NaN in Q, K, V or dO: a pair of probability 0 must not carry it into a gradient (the
+    // mma products would: 0 * Inf = NaN). The prologue scans the inputs; where it finds one,
+    // the tensor-core kernels return at once and the generic kernels, launched behind them,
+    // compute the gradients over the same schedule (else they return at once).
+    a.nonfinite = a.work_counter + 2;
     check(launch_backward_prologue(a, stream), "backward prologue launch");
     check(choice.mma->launch(a, grid, stream), "backward kernel launch (tensor cores, 64x" +
                                                    std::to_string(choice.tile_k) +
                                                    " tiles, D=" + std::to_string(p.dim) + ")");
+    const int exact_items = std::max(work->num_full_work, work->num_col_work);
+    const int exact_grid = std::max(
+        1, std::min(exact_items, props(p.device_index).sms *
+                                     std::max(1, simt_occupancy(a, p.device_index, true))));
+    check(launch_simt_backward(a, exact_grid, stream),
+          "backward kernel launch (generic, for Inf/NaN inputs, D=" + std::to_string(p.dim) + ")");
   } else {
     check(launch_simt_backward(a, grid, stream),
           "backward kernel launch (generic, D=" + std::to_string(p.dim) + ")");

@@ -84,11 +84,15 @@ struct MmaKernel {
 /// The compiled instance, or null (generated: the build's subset of src/cuda/kernels.list).
 const MmaKernel* find_mma(MmaKind kind, ElemType elem, int dim);
 
-/// The backward's prologue: D_i = dO_i . O_i and the lse rows (log2 units), then dsink.
+/// The backward's prologue: D_i = dO_i . O_i and the lse rows (log2 units), then dsink; with
+/// p.nonfinite set, also the scan of Q, K, V and dO for Inf/NaN.
 cudaError_t launch_backward_prologue(const AttnParams& p, cudaStream_t stream);
 
-/// Backward: row constants (D_i, lse), the sink-logit gradient, dK/dV over p.col_work and dQ
-/// over p.row_work. p.work_counter must point at two zeroed ints.
+/// Backward: row constants (D_i, lse) and the sink-logit gradient (unless p.nonfinite is set:
+/// then the tensor-core path has run the prologue), then one kernel for dK/dV over p.col_work and
+/// dQ over p.row_work, on p.sched's tiles (any multiple of 16 x 32). With p.nonfinite set it
+/// returns at once unless the prologue found an Inf/NaN. p.work_counter must point at two
+/// zeroed ints.
 cudaError_t launch_simt_backward(const AttnParams& p, int grid, cudaStream_t stream);
 
 }  // namespace longattn::detail::cuda

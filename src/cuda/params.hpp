@@ -15,8 +15,9 @@ enum class ElemType : std::uint8_t { kF32, kF16, kBF16 };
 struct BatchEntry {
   std::int64_t q = 0, k = 0, v = 0, out = 0;  // offset of (b, token 0, head 0)
   std::int64_t dout = 0, dq = 0, dk = 0, dv = 0;
-  std::int64_t lse = 0;  // offset of (b, head 0, token 0) in the lse vector
-  std::int64_t row = 0;  // first row of this entry in per-row workspaces ([b][h][i] packing)
+  std::int64_t lse = 0;     // offset of (b, head 0, token 0) in the lse vector
+  std::int64_t row = 0;     // first row of this entry in per-row workspaces ([b][h][i] packing)
+  std::int64_t kv_row = 0;  // the same for K/V rows ([b][kvh][j] packing)
   std::int32_t sq = 0, skv = 0;
 };
 
@@ -116,6 +117,13 @@ struct AttnParams {
   /// Fast (non-deterministic) tensor-core backward: fp32 dQ accumulator [packed_rows][dim],
   /// zeroed before the launch, added to with atomics. Null = the deterministic dQ pass.
   float* dq_accum = nullptr;
+  /// Tensor-core backward: the prologue sets *nonfinite when Q, K, V or dO hold an Inf or NaN
+  /// (it scans packed_kv_rows K/V rows besides the query rows). The tensor-core kernels then
+  /// return at once and the generic kernels, which skip zero-probability pairs element by
+  /// element (x * 0 is NaN for x = Inf/NaN), compute every gradient; with *nonfinite == 0 the
+  /// generic kernels return at once. Null on the generic path: its kernels always run.
+  std::int32_t* nonfinite = nullptr;
+  std::int64_t packed_kv_rows = 0;
 };
 
 }  // namespace longattn::detail::cuda

@@ -225,8 +225,11 @@ void backward(const Problem& p, Rounding rounding) {
           std::vector<double> dp(static_cast<std::size_t>(seq.skv), 0.0);
           double rowdot = 0.0;  // D_i = sum_j P_ij dP_ij
           for (std::int64_t j = 0; j < seq.skv; ++j) {
+            // A pair of weight 0 (masked, or a logit of -inf) contributes nothing, even where
+            // dO, K or V hold Inf/NaN: the forward's rule (its P.V skips zero weights) carried
+            // through the chain rule, where dS = P * (...) is 0 for P = 0.
             const double pj = w.weights[static_cast<std::size_t>(j)];
-            if (pj == 0.0 && !visible(p, b, h, i, j)) continue;
+            if (pj == 0.0) continue;
             double s = 0.0;
             for (std::int64_t d = 0; d < p.dim; ++d) {
               s += load(p.dout, b, i, h, d) * load(p.v, b, j, kvh, d);
@@ -238,9 +241,9 @@ void backward(const Problem& p, Rounding rounding) {
             dsink[static_cast<std::size_t>(h)] -= w.sink_weight * rowdot;
           }
           for (std::int64_t j = 0; j < seq.skv; ++j) {
-            if (!visible(p, b, h, i, j)) continue;
             const auto uj = static_cast<std::size_t>(j);
             const double pj = w.weights[uj];
+            if (pj == 0.0) continue;
             double dx =
                 p.score == ScoreFn::kSoftmax ? pj * (dp[uj] - rowdot) : dp[uj] * pj * (1.0 - pj);
             if (p.softcap > 0.0F) {

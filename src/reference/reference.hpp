@@ -22,8 +22,9 @@ struct Rounding {
 /// Forward into p.out / p.lse.
 void forward(const Problem& p, Rounding rounding = {});
 /// Backward into p.dq / p.dk / p.dv / p.dsink; recomputes the forward itself (p.out and p.lse
-/// are not read). With rounding, P, dP and dS are rounded to the dtype as a naive computation
-/// in that dtype would.
+/// are not read). A (query, key) pair whose weight is exactly 0 (masked, or a logit of -inf)
+/// contributes nothing to any gradient, whatever Inf/NaN its rows of Q, K, V or dO hold. With
+/// rounding, P, dP and dS are rounded to the dtype as a naive computation in that dtype would.
 void backward(const Problem& p, Rounding rounding = {});
 
 }  // namespace longattn::detail::reference

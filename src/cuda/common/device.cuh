@@ -196,7 +196,14 @@ __device__ __forceinline__ void pair_gradient(const AttnParams& p, float dot, fl
     ds *= 1.0F - t * t;
   }
   prob = visible ? pr : 0.0F;
-  dscore = visible ? ds * p.scale : 0.0F;
+  // A pair of probability 0 has no gradient, also where dP is Inf/NaN (0 * NaN would be NaN).
+  dscore = visible && pr != 0.0F ? ds * p.scale : 0.0F;
+}
+
+/// The tensor-core backward's kernels return at once when the prologue found an Inf/NaN in
+/// the inputs: the generic kernels then compute the gradients exactly (AttnParams::nonfinite).
+__device__ __forceinline__ bool exact_path_taken(const AttnParams& p) {
+  return p.nonfinite != nullptr && *p.nonfinite != 0;
 }
 
 /// pair_gradient for a FULL tile of a plain softmax (every pair visible, no softcap): P =

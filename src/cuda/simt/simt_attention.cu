@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/common/device.cuh"
@@ -44,13 +45,15 @@ __device__ void load_rows(float* dst, int pitch, int rows, const void* src, std:
   }
 }
 
-/// The PARTIAL-tile bitmask word of key `lane` (bit i = query row i sees it); all ones for a
-/// FULL tile, zero past the tile's last key.
+/// The PARTIAL-tile bitmask word of key `lane` of a 32-key sub-tile that starts `key0` keys
+/// into its schedule tile (bit i = query row i of the schedule tile sees it); all ones for a
+/// FULL tile, zero past the sub-tile's last key (jn keys).
 __device__ __forceinline__ std::uint64_t mask_word(const AttnParams& p, const SlotEntry& se,
-                                                   int bits_index, int lane, int jn) {
+                                                   int bits_index, int lane, int jn, int key0 = 0) {
   if (lane >= jn) return 0;
   if (bits_index < 0) return ~0ULL;
-  return p.sched.bits[se.bits + static_cast<std::int64_t>(bits_index) * TK + lane];
+  return p.sched
+      .bits[se.bits + static_cast<std::int64_t>(bits_index) * p.sched.tile_k + key0 + lane];
 }
 
 /// The backward's two dot products of one (query, key) pair from shared rows: q . k and dO . v.
@@ -241,11 +244,27 @@ __global__ void __launch_bounds__(kSimtThreads) merge_kernel(const AttnParams p)
 // Backward
 // ---------------------------------------------------------------------------------------------
 
+/// True when one of the `dim` elements of this lane's share of a row is Inf or NaN (lanes
+/// stride by 32).
+template <class T>
+__device__ __forceinline__ bool row_has_nonfinite(const void* base, std::int64_t row, int dim,
+                                                  int lane) {
+  bool bad = false;
+  for (int d = lane; d < dim; d += 32) {
+    const float x = ld<T>(base, row + d);
+    bad |= (x - x) != 0.0F;  // NaN for Inf and NaN, 0 otherwise (no fast-math in this build)
+  }
+  return bad;
+}
+
 /// Per row: D_i = dO_i . O_i and the lse in log2 units (+inf for a row that saw nothing, so that
 /// exp2(x - lse) is 0). One warp per packed row over a flat grid (balanced whatever B and H are).
+/// With p.nonfinite set (tensor-core backward), the same warps also scan the Q and dO rows and
+/// then the packed K/V rows for Inf/NaN.
 template <class T>
 __global__ void __launch_bounds__(32 * kRowWarps) row_constants_kernel(const AttnParams p) {
   const int lane = threadIdx.x % 32;
+  bool bad = false;
   for_each_packed_row(p, [&](std::int64_t r, const PackedRow& pr) {
     const BatchEntry& be = pr.entry;
     const std::int64_t orow = be.out + pr.i * p.o_ts + pr.h * p.o_hs;
@@ -254,6 +273,10 @@ __global__ void __launch_bounds__(32 * kRowWarps) row_constants_kernel(const Att
     for (int d = lane; d < p.dim; d += 32)
       acc = fmaf(ld<T>(p.out, orow + d), ld<T>(p.dout, drow + d), acc);
     acc = warp_sum(acc);
+    if (p.nonfinite != nullptr) {
+      bad |= row_has_nonfinite<T>(p.dout, drow, p.dim, lane) ||
+             row_has_nonfinite<T>(p.q, be.q + pr.i * p.q_ts + pr.h * p.q_hs, p.dim, lane);
+    }
     if (lane == 0) {
       p.row_dot[r] = acc;
       float lse2 = 0.0F;
@@ -264,6 +287,29 @@ __global__ void __launch_bounds__(32 * kRowWarps) row_constants_kernel(const Att
       p.row_lse2[r] = lse2;
     }
   });
+  if (p.nonfinite == nullptr) return;
+  const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * kRowWarps;
+  for (std::int64_t r = blockIdx.x * kRowWarps + threadIdx.x / 32; r < p.packed_kv_rows;
+       r += warps) {
+    // The last entry whose first K/V row is <= r, as packed_row does for query rows.
+    int lo = 0;
+    int hi = p.num_batch - 1;
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (p.batch[mid].kv_row * p.hkv <= r) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    const BatchEntry be = p.batch[lo];
+    const std::int64_t local = r - be.kv_row * p.hkv;
+    const auto kvh = static_cast<int>(local / be.skv);
+    const std::int64_t j = local % be.skv;
+    bad |= row_has_nonfinite<T>(p.k, be.k + j * p.k_ts + kvh * p.k_hs, p.dim, lane) ||
+           row_has_nonfinite<T>(p.v, be.v + j * p.v_ts + kvh * p.v_hs, p.dim, lane);
+  }
+  if (__any_sync(kFull, bad) && lane == 0) *p.nonfinite = 1;
 }
 
 /// dsink_h = -sum_i exp(sink_h - lse_i) D_i, in double, reduced in a fixed order.
@@ -289,12 +335,17 @@ __global__ void __launch_bounds__(kSimtThreads) sink_grad_kernel(const AttnParam
   if (threadIdx.x == 0) p.dsink[h * p.dsink_stride] = static_cast<float>(partial[0]);
 }
 
-/// dK, dV of one 32-key tile of one (batch entry, KV head), summed over the group's query heads
-/// and the query tiles that see it (column schedule). Lane j owns key j for scores; for the
-/// accumulators warp w owns keys 8w..8w+7 and lane owns dims lane + 32c.
+// The generic backward walks a schedule of any tile shape that is a multiple of its own 16 x 32
+// (its own schedule, or the tensor-core kernels' 64 x 64 / 64 x 128 when it stands in for them
+// on inputs with Inf/NaN): each schedule tile is taken as 16-row x 32-key sub-tiles, with the
+// bitmask word of a key shifted to the sub-tile's first row. A pair of probability 0 touches
+// nothing (a masked Q, K, V or dO row may hold Inf/NaN).
+
+/// dK, dV of one key tile of one (batch entry, KV head), summed over the group's query heads
+/// and the query tiles that see it (column schedule). Lane j owns key j of a 32-key sub-tile
+/// for scores; for the accumulators warp w owns keys 8w..8w+7 and lane owns dims lane + 32c.
 template <class T, int CHUNKS>
-__global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) {
-  LONGATTN_DYNAMIC_SHARED(float, smem);
+__device__ void dkdv_items(const AttnParams& p, float* smem) {
   const int dim = p.dim;
   const int pitch = dim + 1;
   float* ks = smem;             // [TK][dim + 1]
@@ -308,98 +359,112 @@ __global__ void __launch_bounds__(kSimtThreads) dkdv_kernel(const AttnParams p) 
   constexpr int kKeysPerWarp = TK / kWarps;
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
+  const int tile_q = p.sched.tile_q;
+  const int tile_k = p.sched.tile_k;
 
   for_each_work_item(p.work_counter + 1, p.num_col_work, [&](int item) {
     const ColWork w = p.col_work[item];
     const BatchEntry be = p.batch[w.b];
-    const int k0 = w.kt * TK;
-    const int jn = min(TK, be.skv - k0);
-    load_rows<T>(ks, pitch, TK, p.k, be.k + w.kvh * p.k_hs, p.k_ts, k0, jn, dim);
-    load_rows<T>(vs, pitch, TK, p.v, be.v + w.kvh * p.v_hs, p.v_ts, k0, jn, dim);
-    float dk[kKeysPerWarp][CHUNKS], dv[kKeysPerWarp][CHUNKS];
+    const int tile_end = min((w.kt + 1) * tile_k, be.skv);
+    for (int k0 = w.kt * tile_k; k0 < tile_end; k0 += TK) {
+      const int jn = min(TK, tile_end - k0);
+      const int key0 = k0 - w.kt * tile_k;  // this sub-tile's first key in the schedule tile
+      load_rows<T>(ks, pitch, TK, p.k, be.k + w.kvh * p.k_hs, p.k_ts, k0, jn, dim);
+      load_rows<T>(vs, pitch, TK, p.v, be.v + w.kvh * p.v_hs, p.v_ts, k0, jn, dim);
+      float dk[kKeysPerWarp][CHUNKS], dv[kKeysPerWarp][CHUNKS];
 #pragma unroll
-    for (int jj = 0; jj < kKeysPerWarp; ++jj) {
+      for (int jj = 0; jj < kKeysPerWarp; ++jj) {
 #pragma unroll
-      for (int c = 0; c < CHUNKS; ++c) dk[jj][c] = dv[jj][c] = 0.0F;
-    }
+        for (int c = 0; c < CHUNKS; ++c) dk[jj][c] = dv[jj][c] = 0.0F;
+      }
 
-    for (int h = w.kvh * p.group; h < (w.kvh + 1) * p.group; ++h) {
-      const SlotRef sr = schedule_of(p, w.b, h);
-      const SlotEntry& se = sr.entry;
-      const std::int64_t ebase = sr.base;
-      const std::int64_t c0 = p.sched.col_offsets[se.col_offsets + w.kt];
-      const std::int64_t c1 = p.sched.col_offsets[se.col_offsets + w.kt + 1];
-      const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq;
-      for (std::int64_t e = c0; e < c1; ++e) {
-        const int qt = p.sched.q_tile[ebase + e];
-        const int bits_index = p.sched.col_bits[ebase + e];
-        const int q0 = qt * TQ;
-        const int qn = min(TQ, be.sq - q0);
-        __syncthreads();  // the previous query tile's Q/dO/P/dS are no longer read
-        load_rows<T>(qs, dim, TQ, p.q, be.q + h * p.q_hs, p.q_ts, q0, qn, dim);
-        load_rows<T>(dos, dim, TQ, p.dout, be.dout + h * p.do_hs, p.do_ts, q0, qn, dim);
-        if (threadIdx.x < TQ) {
-          const int i = threadIdx.x;
-          rlse[i] = i < qn ? p.row_lse2[rbase + q0 + i] : pos_inf();
-          rdot[i] = i < qn ? p.row_dot[rbase + q0 + i] : 0.0F;
-        }
-        __syncthreads();
-        const std::uint64_t word = mask_word(p, se, bits_index, lane, jn);
+      for (int h = w.kvh * p.group; h < (w.kvh + 1) * p.group; ++h) {
+        const SlotRef sr = schedule_of(p, w.b, h);
+        const SlotEntry& se = sr.entry;
+        const std::int64_t ebase = sr.base;
+        const std::int64_t c0 = p.sched.col_offsets[se.col_offsets + w.kt];
+        const std::int64_t c1 = p.sched.col_offsets[se.col_offsets + w.kt + 1];
+        const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(h) * be.sq;
+        for (std::int64_t e = c0; e < c1; ++e) {
+          const int qt = p.sched.q_tile[ebase + e];
+          const int bits_index = p.sched.col_bits[ebase + e];
+          const std::uint64_t tile_word = mask_word(p, se, bits_index, lane, jn, key0);
+          const int q_end = min((qt + 1) * tile_q, be.sq);
+          for (int q0 = qt * tile_q; q0 < q_end; q0 += TQ) {
+            const int qn = min(TQ, q_end - q0);
+            __syncthreads();  // the previous query tile's Q/dO/P/dS are no longer read
+            load_rows<T>(qs, dim, TQ, p.q, be.q + h * p.q_hs, p.q_ts, q0, qn, dim);
+            load_rows<T>(dos, dim, TQ, p.dout, be.dout + h * p.do_hs, p.do_ts, q0, qn, dim);
+            if (threadIdx.x < TQ) {
+              const int i = threadIdx.x;
+              rlse[i] = i < qn ? p.row_lse2[rbase + q0 + i] : pos_inf();
+              rdot[i] = i < qn ? p.row_dot[rbase + q0 + i] : 0.0F;
+            }
+            __syncthreads();
+            const std::uint64_t word = tile_word >> (q0 - qt * tile_q);
 #pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) {
-          const int row = warp * kRowsPerWarp + r;
-          float dot;
-          float dp;
-          pair_dots(qs + row * dim, dos + row * dim, ks + lane * pitch, vs + lane * pitch, dim, dot,
-                    dp);
-          const bool visible = ((word >> row) & 1U) != 0 && row < qn;
-          pair_gradient(p, dot, dp, rlse[row], rdot[row], visible, ps[row * TK + lane],
-                        dss[row * TK + lane]);
-        }
-        __syncthreads();
+            for (int r = 0; r < kRowsPerWarp; ++r) {
+              const int row = warp * kRowsPerWarp + r;
+              float dot;
+              float dp;
+              pair_dots(qs + row * dim, dos + row * dim, ks + lane * pitch, vs + lane * pitch, dim,
+                        dot, dp);
+              const bool visible = ((word >> row) & 1U) != 0 && row < qn;
+              pair_gradient(p, dot, dp, rlse[row], rdot[row], visible, ps[row * TK + lane],
+                            dss[row * TK + lane]);
+            }
+            __syncthreads();
 #pragma unroll
-        for (int jj = 0; jj < kKeysPerWarp; ++jj) {
-          const int j = warp * kKeysPerWarp + jj;
-          for (int i = 0; i < qn; ++i) {
-            const float pij = ps[i * TK + j];
-            const float dsij = dss[i * TK + j];
+            for (int jj = 0; jj < kKeysPerWarp; ++jj) {
+              const int j = warp * kKeysPerWarp + jj;
+              for (int i = 0; i < qn; ++i) {
+                const float pij = ps[i * TK + j];
+                const float dsij = dss[i * TK + j];
+                // (Warp-uniform tests.) A zero weight never touches the Q / dO row.
+                if (pij != 0.0F) {
 #pragma unroll
-            for (int c = 0; c < CHUNKS; ++c) {
-              const int d = lane + 32 * c;
-              if (d < dim) {
-                dv[jj][c] = fmaf(pij, dos[i * dim + d], dv[jj][c]);
-                dk[jj][c] = fmaf(dsij, qs[i * dim + d], dk[jj][c]);
+                  for (int c = 0; c < CHUNKS; ++c) {
+                    const int d = lane + 32 * c;
+                    if (d < dim) dv[jj][c] = fmaf(pij, dos[i * dim + d], dv[jj][c]);
+                  }
+                }
+                if (dsij != 0.0F) {
+#pragma unroll
+                  for (int c = 0; c < CHUNKS; ++c) {
+                    const int d = lane + 32 * c;
+                    if (d < dim) dk[jj][c] = fmaf(dsij, qs[i * dim + d], dk[jj][c]);
+                  }
+                }
               }
             }
           }
         }
       }
-    }
 #pragma unroll
-    for (int jj = 0; jj < kKeysPerWarp; ++jj) {
-      const int j = warp * kKeysPerWarp + jj;
-      if (j >= jn) continue;
-      T* dkrow = static_cast<T*>(p.dk) + be.dk + static_cast<std::int64_t>(k0 + j) * p.dk_ts +
-                 w.kvh * p.dk_hs;
-      T* dvrow = static_cast<T*>(p.dv) + be.dv + static_cast<std::int64_t>(k0 + j) * p.dv_ts +
-                 w.kvh * p.dv_hs;
+      for (int jj = 0; jj < kKeysPerWarp; ++jj) {
+        const int j = warp * kKeysPerWarp + jj;
+        if (j >= jn) continue;
+        T* dkrow = static_cast<T*>(p.dk) + be.dk + static_cast<std::int64_t>(k0 + j) * p.dk_ts +
+                   w.kvh * p.dk_hs;
+        T* dvrow = static_cast<T*>(p.dv) + be.dv + static_cast<std::int64_t>(k0 + j) * p.dv_ts +
+                   w.kvh * p.dv_hs;
 #pragma unroll
-      for (int c = 0; c < CHUNKS; ++c) {
-        const int d = lane + 32 * c;
-        if (d < dim) {
-          dkrow[d] = from_float<T>(dk[jj][c]);
-          dvrow[d] = from_float<T>(dv[jj][c]);
+        for (int c = 0; c < CHUNKS; ++c) {
+          const int d = lane + 32 * c;
+          if (d < dim) {
+            dkrow[d] = from_float<T>(dk[jj][c]);
+            dvrow[d] = from_float<T>(dv[jj][c]);
+          }
         }
       }
+      __syncthreads();  // K/V of this sub-tile are read until here
     }
-    __syncthreads();  // K/V of this tile are read until here
   });
 }
 
-/// dQ of one 16-row query tile over its row schedule (recomputing P and dS).
+/// dQ of one query tile over its row schedule (recomputing P and dS), 16 rows at a time.
 template <class T, int CHUNKS>
-__global__ void __launch_bounds__(kSimtThreads) dq_kernel(const AttnParams p) {
-  LONGATTN_DYNAMIC_SHARED(float, smem);
+__device__ void dq_items(const AttnParams& p, float* smem) {
   const int dim = p.dim;
   const int pitch = dim + 1;
   float* qs = smem;             // [TQ][dim]
@@ -408,73 +473,93 @@ __global__ void __launch_bounds__(kSimtThreads) dq_kernel(const AttnParams p) {
   float* vs = ks + TK * pitch;  // [TK][dim + 1]
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
+  const int tile_q = p.sched.tile_q;
+  const int tile_k = p.sched.tile_k;
 
   for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
     const RowWork w = p.row_work[item];
     const BatchEntry be = p.batch[w.b];
     const int kvh = w.h / p.group;
-    const int q0 = w.qt * TQ;
-    const int qn = min(TQ, be.sq - q0);
     const SlotRef sr = schedule_of(p, w.b, w.h);
     const SlotEntry& se = sr.entry;
     const std::int64_t ebase = sr.base;
     const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(w.h) * be.sq;
-    load_rows<T>(qs, dim, TQ, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn, dim);
-    load_rows<T>(dos, dim, TQ, p.dout, be.dout + w.h * p.do_hs, p.do_ts, q0, qn, dim);
-    float lse2[kRowsPerWarp], rowdot[kRowsPerWarp], acc[kRowsPerWarp][CHUNKS];
-#pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      const int row = warp * kRowsPerWarp + r;
-      lse2[r] = row < qn ? p.row_lse2[rbase + q0 + row] : pos_inf();
-      rowdot[r] = row < qn ? p.row_dot[rbase + q0 + row] : 0.0F;
-#pragma unroll
-      for (int c = 0; c < CHUNKS; ++c) acc[r][c] = 0.0F;
-    }
-    for (std::int64_t e = w.begin; e < w.end; ++e) {
-      const int kt = p.sched.key_tile[ebase + e];
-      const int bits_index = p.sched.row_bits[ebase + e];
-      const int k0 = kt * TK;
-      const int jn = min(TK, be.skv - k0);
-      __syncthreads();
-      load_rows<T>(ks, pitch, TK, p.k, be.k + kvh * p.k_hs, p.k_ts, k0, jn, dim);
-      load_rows<T>(vs, pitch, TK, p.v, be.v + kvh * p.v_hs, p.v_ts, k0, jn, dim);
-      __syncthreads();
-      const std::uint64_t word = mask_word(p, se, bits_index, lane, jn);
+    const int q_end = min((w.qt + 1) * tile_q, be.sq);
+    for (int q0 = w.qt * tile_q; q0 < q_end; q0 += TQ) {
+      const int qn = min(TQ, q_end - q0);
+      const int qshift = q0 - w.qt * tile_q;
+      __syncthreads();  // the previous sub-tile's Q/dO are no longer read
+      load_rows<T>(qs, dim, TQ, p.q, be.q + w.h * p.q_hs, p.q_ts, q0, qn, dim);
+      load_rows<T>(dos, dim, TQ, p.dout, be.dout + w.h * p.do_hs, p.do_ts, q0, qn, dim);
+      float lse2[kRowsPerWarp], rowdot[kRowsPerWarp], acc[kRowsPerWarp][CHUNKS];
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) {
         const int row = warp * kRowsPerWarp + r;
-        float dot;
-        float dp;
-        pair_dots(qs + row * dim, dos + row * dim, ks + lane * pitch, vs + lane * pitch, dim, dot,
-                  dp);
-        const bool visible = ((word >> row) & 1U) != 0 && row < qn;
-        float prob;
-        float ds;
-        pair_gradient(p, dot, dp, lse2[r], rowdot[r], visible, prob, ds);
-        for (int j = 0; j < jn; ++j) {
-          const float dsj = __shfl_sync(kFull, ds, j);
-          if (dsj == 0.0F) continue;
+        lse2[r] = row < qn ? p.row_lse2[rbase + q0 + row] : pos_inf();
+        rowdot[r] = row < qn ? p.row_dot[rbase + q0 + row] : 0.0F;
 #pragma unroll
-          for (int c = 0; c < CHUNKS; ++c) {
-            const int d = lane + 32 * c;
-            if (d < dim) acc[r][c] = fmaf(dsj, ks[j * pitch + d], acc[r][c]);
+        for (int c = 0; c < CHUNKS; ++c) acc[r][c] = 0.0F;
+      }
+      for (std::int64_t e = w.begin; e < w.end; ++e) {
+        const int kt = p.sched.key_tile[ebase + e];
+        const int bits_index = p.sched.row_bits[ebase + e];
+        const int tile_end = min((kt + 1) * tile_k, be.skv);
+        for (int k0 = kt * tile_k; k0 < tile_end; k0 += TK) {
+          const int jn = min(TK, tile_end - k0);
+          __syncthreads();
+          load_rows<T>(ks, pitch, TK, p.k, be.k + kvh * p.k_hs, p.k_ts, k0, jn, dim);
+          load_rows<T>(vs, pitch, TK, p.v, be.v + kvh * p.v_hs, p.v_ts, k0, jn, dim);
+          __syncthreads();
+          const std::uint64_t word =
+              mask_word(p, se, bits_index, lane, jn, k0 - kt * tile_k) >> qshift;
+#pragma unroll
+          for (int r = 0; r < kRowsPerWarp; ++r) {
+            const int row = warp * kRowsPerWarp + r;
+            float dot;
+            float dp;
+            pair_dots(qs + row * dim, dos + row * dim, ks + lane * pitch, vs + lane * pitch, dim,
+                      dot, dp);
+            const bool visible = ((word >> row) & 1U) != 0 && row < qn;
+            float prob;
+            float ds;
+            pair_gradient(p, dot, dp, lse2[r], rowdot[r], visible, prob, ds);
+            for (int j = 0; j < jn; ++j) {
+              const float dsj = __shfl_sync(kFull, ds, j);
+              if (dsj == 0.0F) continue;
+#pragma unroll
+              for (int c = 0; c < CHUNKS; ++c) {
+                const int d = lane + 32 * c;
+                if (d < dim) acc[r][c] = fmaf(dsj, ks[j * pitch + d], acc[r][c]);
+              }
+            }
           }
         }
       }
-    }
 #pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      const int row = warp * kRowsPerWarp + r;
-      if (row >= qn) continue;
-      T* dqrow = static_cast<T*>(p.dq) + be.dq + static_cast<std::int64_t>(q0 + row) * p.dq_ts +
-                 w.h * p.dq_hs;
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+        const int row = warp * kRowsPerWarp + r;
+        if (row >= qn) continue;
+        T* dqrow = static_cast<T*>(p.dq) + be.dq + static_cast<std::int64_t>(q0 + row) * p.dq_ts +
+                   w.h * p.dq_hs;
 #pragma unroll
-      for (int c = 0; c < CHUNKS; ++c) {
-        const int d = lane + 32 * c;
-        if (d < dim) dqrow[d] = from_float<T>(acc[r][c]);
+        for (int c = 0; c < CHUNKS; ++c) {
+          const int d = lane + 32 * c;
+          if (d < dim) dqrow[d] = from_float<T>(acc[r][c]);
+        }
       }
     }
   });
+}
+
+/// The generic backward: dK/dV over p.col_work, then dQ over p.row_work, in one launch (the two
+/// lists are independent; a block that runs out of dK/dV items takes dQ items). Standing in for
+/// the tensor-core kernels (p.nonfinite set), it runs only when the prologue found an Inf/NaN.
+template <class T, int CHUNKS>
+__global__ void __launch_bounds__(kSimtThreads) backward_kernel(const AttnParams p) {
+  if (p.nonfinite != nullptr && *p.nonfinite == 0) return;
+  LONGATTN_DYNAMIC_SHARED(float, smem);
+  dkdv_items<T, CHUNKS>(p, smem);
+  dq_items<T, CHUNKS>(p, smem);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -516,9 +601,10 @@ struct ForwardLaunch {
 template <class T, int CHUNKS>
 struct PrologueLaunch {
   static cudaError_t run(const AttnParams& p, cudaStream_t stream) {
-    if (p.packed_rows > 0) {
-      launch_kernel(row_constants_kernel<T>, packed_row_blocks(p.packed_rows), 32 * kRowWarps, 0,
-                    stream, p);
+    const std::int64_t scanned = p.nonfinite != nullptr ? p.packed_kv_rows : 0;
+    if (p.packed_rows > 0 || scanned > 0) {
+      launch_kernel(row_constants_kernel<T>, packed_row_blocks(std::max(p.packed_rows, scanned)),
+                    32 * kRowWarps, 0, stream, p);
     }
     if (p.dsink != nullptr && p.hq > 0)
       launch_kernel(sink_grad_kernel, p.hq, kSimtThreads, 0, stream, p);
@@ -551,23 +637,21 @@ template <class T, int CHUNKS>
 struct BackwardOccupancy {
   static cudaError_t run(const AttnParams& p, int* blocks) {
     const std::size_t smem = simt_backward_smem(p.dim);
-    if (cudaError_t e = allow_dynamic_smem(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess)
+    if (cudaError_t e = allow_dynamic_smem(backward_kernel<T, CHUNKS>, smem); e != cudaSuccess)
       return e;
-    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, dkdv_kernel<T, CHUNKS>,
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, backward_kernel<T, CHUNKS>,
                                                          kSimtThreads, smem);
   }
 };
 
+/// The generic backward kernel alone (the prologue is the caller's).
 template <class T, int CHUNKS>
 struct BackwardLaunch {
   static cudaError_t run(const AttnParams& p, int grid, cudaStream_t stream) {
     const std::size_t smem = simt_backward_smem(p.dim);
-    if (cudaError_t e = allow_dynamic_smem(dkdv_kernel<T, CHUNKS>, smem); e != cudaSuccess)
+    if (cudaError_t e = allow_dynamic_smem(backward_kernel<T, CHUNKS>, smem); e != cudaSuccess)
       return e;
-    if (cudaError_t e = allow_dynamic_smem(dq_kernel<T, CHUNKS>, smem); e != cudaSuccess) return e;
-    if (cudaError_t e = launch_backward_prologue(p, stream); e != cudaSuccess) return e;
-    launch_kernel(dkdv_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);
-    launch_kernel(dq_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);
+    launch_kernel(backward_kernel<T, CHUNKS>, grid, kSimtThreads, smem, stream, p);
     return cudaGetLastError();
   }
 };
@@ -618,6 +702,14 @@ cudaError_t launch_backward_prologue(const AttnParams& p, cudaStream_t stream) {
 }
 
 cudaError_t launch_simt_backward(const AttnParams& p, int grid, cudaStream_t stream) {
+  // Sub-tiles of 16 x 32, one bitmask word per key row.
+  if (p.sched.tile_q % TQ != 0 || p.sched.tile_q > 64 || p.sched.tile_k % TK != 0 ||
+      p.sched.words_per_row != 1) {
+    return cudaErrorInvalidValue;
+  }
+  if (p.nonfinite == nullptr) {
+    if (cudaError_t e = launch_backward_prologue(p, stream); e != cudaSuccess) return e;
+  }
   return dispatch<BackwardLaunch>(p, grid, stream);
 }
 

@@ -130,6 +130,7 @@ __device__ __forceinline__ void add_tile_dq(const AttnParams& p, const T* dss, c
 template <class T, int D, bool kAtomicDq, int kKeys = kMmaTileK>
 __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThreads)
     dkdv_mma_kernel(const AttnParams p) {
+  if (exact_path_taken(p)) return;  // Inf/NaN in the inputs: the generic kernels run instead
   using Tr = BackwardMmaTraits<D, kAtomicDq, kKeys>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
@@ -327,6 +328,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
 template <class T, int D>
 __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
     dq_mma_kernel(const AttnParams p) {
+  if (exact_path_taken(p)) return;
   using Tr = BackwardMmaTraits<D>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
@@ -480,6 +482,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
 /// Fast mode: dQ = the fp32 accumulator in the input type, one warp per packed row.
 template <class T, int D>
 __global__ void __launch_bounds__(32 * kRowWarps) dq_accum_convert_kernel(const AttnParams p) {
+  if (exact_path_taken(p)) return;
   const int lane = threadIdx.x % 32;
   for_each_packed_row(p, [&](std::int64_t r, const PackedRow& pr) {
     T* dq = static_cast<T*>(p.dq) + pr.entry.dq + pr.i * p.dq_ts + pr.h * p.dq_hs;
