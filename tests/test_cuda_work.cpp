@@ -252,4 +252,25 @@ TEST(CudaWork, WideForwardTilesCoverEverything) {
                     64);
 }
 
+TEST(CudaWork, WideForwardTilesWhenTheirWavesFinishSooner) {
+  using detail::cuda::wide_tiles_finish_sooner;
+  // H100, D = 128: 264 resident blocks of either kernel. H = 16, S = 4096: 512 128-row items
+  // (2 waves) against 1024 64-row items (4 waves x 0.75 = 3): 128 rows.
+  EXPECT_TRUE(wide_tiles_finish_sooner(512, 264, 1024, 264));
+  // S = 16384: 2048 against 4096 items, 8 waves against 16 x 0.75.
+  EXPECT_TRUE(wide_tiles_finish_sooner(2048, 264, 4096, 264));
+  // Fewer items than blocks: one wave either way, and a 64-row wave is shorter.
+  EXPECT_FALSE(wide_tiles_finish_sooner(100, 264, 200, 264));
+  // 300 128-row items take 2 waves; 600 64-row ones 3 x 0.75 = 2.25: 128 rows still.
+  EXPECT_TRUE(wide_tiles_finish_sooner(300, 264, 600, 264));
+  // 200 / 400 items: one wave of 128 rows (1) against 2 x 0.75 = 1.5.
+  EXPECT_TRUE(wide_tiles_finish_sooner(200, 264, 400, 264));
+  // An A100 holding one 128-row block per SM (108) against two 64-row ones (216): 300 / 600
+  // items, 3 waves against 3 x 0.75.
+  EXPECT_FALSE(wide_tiles_finish_sooner(300, 108, 600, 216));
+  // A kernel that cannot be resident never wins.
+  EXPECT_FALSE(wide_tiles_finish_sooner(512, 0, 1024, 264));
+  EXPECT_TRUE(wide_tiles_finish_sooner(512, 264, 1024, 0));
+}
+
 }  // namespace

@@ -671,7 +671,8 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
          mma_tile_k(static_cast<int>(p.dim))};
   }
   // 128-row tiles halve the K/V traffic per query row; they pay off when the tiles are mostly
-  // full (>= 96 rows on average) and there are enough of them to fill the GPU twice. Of the two
+  // full (>= 96 rows on average) and their waves of work finish no later than the 64-row
+  // tiles' (wide_tiles_finish_sooner: a 64-row item costs ~0.75 of a 128-row one). Of the two
   // 128-row kernels the 4-warp one (FA2's shape: each K/V fragment feeds two m16 slabs, half the
   // shared-memory reads per mma) is taken unless the 8-warp one keeps more warps per SM (an A100
   // holds one 104 KB block at D = 128: 4 warps against 8).
@@ -694,10 +695,18 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
     }
     if (best.mma != nullptr) {
       std::int64_t items = 0;
-      for (const auto& s : p.seqs) items += (s.sq + kMmaWideTileQ - 1) / kMmaWideTileQ;
+      std::int64_t narrow_items = 0;
+      for (const auto& s : p.seqs) {
+        items += (s.sq + kMmaWideTileQ - 1) / kMmaWideTileQ;
+        narrow_items += (s.sq + kMmaTileQ - 1) / kMmaTileQ;
+      }
       items *= p.hq;
+      narrow_items *= p.hq;
       const std::int64_t rows = total_rows(p) * p.hq;
-      const bool worth = items >= 2LL * sms * best.occupancy && rows >= 96 * items;
+      const bool worth =
+          rows >= 96 * items &&
+          wide_tiles_finish_sooner(items, static_cast<std::int64_t>(sms) * best.occupancy,
+                                   narrow_items, static_cast<std::int64_t>(sms) * c.occupancy);
       if (worth || force.tile == kMmaWideTileQ) c = best;
     }
   }

@@ -174,6 +174,15 @@ WorkLists build_work_lists(const Problem& p, const ScheduleSet& set,
   return out;
 }
 
+bool wide_tiles_finish_sooner(std::int64_t wide_items, std::int64_t wide_slots,
+                              std::int64_t narrow_items, std::int64_t narrow_slots) {
+  if (wide_slots <= 0) return false;
+  if (narrow_slots <= 0) return true;
+  const std::int64_t wide_waves = (wide_items + wide_slots - 1) / wide_slots;
+  const std::int64_t narrow_waves = (narrow_items + narrow_slots - 1) / narrow_slots;
+  return static_cast<double>(wide_waves) <= kNarrowItemCost * static_cast<double>(narrow_waves);
+}
+
 bool use_gqa_packing(const Problem& p, const ScheduleSet& set, std::int64_t tile_q) {
   const std::int64_t g = p.group();
   if (g <= 1) return false;

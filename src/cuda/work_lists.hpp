@@ -48,6 +48,18 @@ std::int64_t choose_kv_splits(const std::vector<std::int64_t>& counts, std::int6
 /// each item by the first block that is free.
 std::int64_t list_makespan(const std::vector<std::int64_t>& costs, std::int64_t slots);
 
+/// Relative cost of a 64-row forward item against a 128-row one (half the rows at the 64-row
+/// kernel's lower throughput: 200 against 280 TFLOP/s on an H100 at D = 128, S = 16384).
+inline constexpr double kNarrowItemCost = 0.75;
+
+/// Whether 128-row forward tiles (wide_items items on wide_slots resident blocks) finish no
+/// later than 64-row ones (narrow_items on narrow_slots), each item taking a whole wave of
+/// the persistent blocks and a 64-row item costing kNarrowItemCost of a 128-row one. At H = 16,
+/// S = 4096 on 264 blocks each: 2 waves of 128-row items against 4 x 0.75 = 3 (wide wins); with
+/// fewer items than blocks the 64-row tiles win (one wave of 0.75).
+bool wide_tiles_finish_sooner(std::int64_t wide_items, std::int64_t wide_slots,
+                              std::int64_t narrow_items, std::int64_t narrow_slots);
+
 /// GQA packing for the tensor-core forward: when every batch entry's queries of a whole KV
 /// group fit one query tile (tile_q rows) and the group's heads share one mask, K/V are read once
 /// per group.
