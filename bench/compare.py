@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """longattn beside PyTorch SDPA (every backend the device offers) and FlexAttention, in one
-process, on the same shapes and masks. Prints times, TFLOP/s over the unmasked area and the
-ratio to longattn; --json writes the rows (``python -m longattn.report`` draws them).
+process, on the same shapes and masks, forward and (with --op fwd,bwd) backward. Prints times,
+TFLOP/s over the unmasked area (backward: 2.5x the forward's FLOPs, as `longattn bench`) and the
+time relative to longattn; --json writes the rows in `longattn bench --json`'s fields and units
+(``python -m longattn.report`` draws either).
 
   python3 bench/compare.py --S 1024,4096 --masks full,causal,sliding_window_causal --json out.json
 
@@ -49,8 +51,17 @@ def dense_mask(name: str, s: int, window: int, doc_lens):
     return table[name]
 
 
+MASK_NAMES = ("full", "causal", "full_document", "causal_document", "sliding_window",
+              "sliding_window_causal", "global_sliding_window", "share_question", "causal_blockwise",
+              "prefix_lm_causal", "prefix_lm_document", "block_causal_document")
+
+
 def longattn_mask(name: str, s: int, window: int, doc_lens):
     return lmasks.pattern(name, doc_lens=doc_lens, window=window, prefix=s // 8, block=s // 8)
+
+
+# dtype names as `longattn bench` writes them, so the two JSON files draw in one report.
+CLI_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def median_ms(fn, warm: int, reps: int, sync) -> float:
@@ -75,12 +86,21 @@ def main() -> int:
     ap.add_argument("--Hkv", type=int, default=1)
     ap.add_argument("--D", type=int, default=128)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--masks", default="full,causal,sliding_window_causal,causal_document")
+    ap.add_argument("--masks", default="full,causal,sliding_window_causal,causal_document",
+                    help="comma-separated, from: " + ",".join(MASK_NAMES))
+    ap.add_argument("--op", default="fwd", help="fwd, bwd or fwd,bwd")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (compiles with inductor)")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
+    for name in a.masks.split(","):
+        if name not in MASK_NAMES:
+            ap.error(f"--masks: unknown mask '{name}' (expected one of {', '.join(MASK_NAMES)})")
+    ops = a.op.split(",")
+    for op in ops:
+        if op not in ("fwd", "bwd"):
+            ap.error(f"--op: expected fwd, bwd or fwd,bwd, got '{op}'")
     dev = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -97,7 +117,8 @@ def main() -> int:
         except Exception as err:  # noqa: BLE001 - report and go on
             print(f"# FlexAttention unavailable: {err}")
     rows = []
-    print(f"{'mask':<22} {'S':>6} {'impl':<16} {'ms':>10} {'TFLOP/s':>9} {'vs longattn':>12} {'max|diff|':>10}")
+    print(f"{'op':<4} {'mask':<22} {'S':>6} {'impl':<16} {'ms':>10} {'TFLOP/s':>9} {'vs longattn':>12} "
+          f"{'max|diff|':>10}")
     for s in [int(x) for x in a.S.split(",")]:
         window = max(1, s // 16)
         docs = lmasks.random_documents(s, max(1, s // 64), max(1, s // 4), 42)
@@ -105,45 +126,70 @@ def main() -> int:
         q = torch.randn(a.B, s, a.Hq, a.D, generator=g).to(dev, dtype)
         k = torch.randn(a.B, s, a.Hkv, a.D, generator=g).to(dev, dtype)
         v = torch.randn(a.B, s, a.Hkv, a.D, generator=g).to(dev, dtype)
+        dout = torch.randn(a.B, s, a.Hq, a.D, generator=g).to(dev, dtype)
         qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))  # [B, H, S, D] views for torch
         for name in a.masks.split(","):
             dense = dense_mask(name, s, window, docs).to(dev)
             area = int(dense.sum()) * a.B
-            flops = 4.0 * area * a.Hq * a.D
             lm = longattn_mask(name, s, window, docs)
-            ours = longattn.attention(q, k, v, mask=lm)
-            t_ours = median_ms(lambda: longattn.attention(q, k, v, mask=lm), 1, a.reps, sync)
-            results = [("longattn", t_ours, 0.0)]
+            impls = {"longattn": lambda q_, k_, v_: longattn.attention(q_, k_, v_, mask=lm)}
             for impl, be in backends.items():
-                try:
+                kwargs = dict(is_causal=True) if name == "causal" else dict(attn_mask=dense)
+                if name == "full":
+                    kwargs = {}
+
+                def sdpa(q_, k_, v_, be=be, kwargs=kwargs):
                     with torch.nn.attention.sdpa_kernel([be]):
-                        kwargs = dict(is_causal=True) if name == "causal" else dict(attn_mask=dense)
-                        if name == "full":
-                            kwargs = {}
-                        fn = lambda: F.scaled_dot_product_attention(qt, kt, vt, enable_gqa=True, **kwargs)
-                        ref = fn().transpose(1, 2)
-                        t = median_ms(fn, 1, a.reps, sync)
-                    diff = (ref.float() - ours.float()).nan_to_num().abs().max().item()
-                    results.append((impl, t, diff))
-                except RuntimeError as err:
-                    print(f"# {impl} {name} S={s}: {str(err).splitlines()[0][:100]}")
+                        return F.scaled_dot_product_attention(q_.transpose(1, 2), k_.transpose(1, 2),
+                                                              v_.transpose(1, 2), enable_gqa=True,
+                                                              **kwargs).transpose(1, 2)
+                impls[impl] = sdpa
             if flex is not None:
+                fa, cbm = flex
                 try:
-                    fa, cbm = flex
                     dm = dense
                     bm = cbm(lambda b, h, qi, ki: dm[qi, ki], None, None, s, s, device=a.device)
-                    fn = lambda: fa(qt, kt, vt, block_mask=bm, enable_gqa=True)
-                    ref = fn().transpose(1, 2)
-                    t = median_ms(fn, 1, a.reps, sync)
-                    results.append(("flex", t, (ref.float() - ours.float()).nan_to_num().abs().max().item()))
-                except Exception as err:  # noqa: BLE001
+                    impls["flex"] = lambda q_, k_, v_, bm=bm: fa(
+                        q_.transpose(1, 2), k_.transpose(1, 2), v_.transpose(1, 2), block_mask=bm,
+                        enable_gqa=True).transpose(1, 2)
+                except Exception as err:  # noqa: BLE001 - report and go on
                     print(f"# flex {name} S={s}: {str(err).splitlines()[0][:100]}")
-            for impl, t, diff in results:
-                tf = flops / t / 1e9
-                print(f"{name:<22} {s:>6} {impl:<16} {t:>10.2f} {tf:>9.4f} {t / t_ours:>11.2f}x {diff:>10.2e}")
-                rows.append({"op": "fwd", "impl": impl, "device": a.device, "dtype": a.dtype, "mask": name,
-                             "B": a.B, "Hq": a.Hq, "Hkv": a.Hkv, "Sq": s, "Skv": s, "D": a.D, "ms": t,
-                             "tflops": tf / 1e3, "time_vs_longattn": t / t_ours, "max_abs_diff": diff})
+            for op in ops:
+                flops = 4.0 * area * a.Hq * a.D * (2.5 if op == "bwd" else 1.0)
+                results = []
+                ours = None
+                for impl, fn in impls.items():
+                    try:
+                        if op == "fwd":
+                            run = lambda fn=fn: fn(q, k, v)
+                            got = [run()]
+                        else:
+                            leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+                            out = fn(*leaves)
+
+                            def run(out=out, leaves=leaves):
+                                return torch.autograd.grad(out, leaves, dout, retain_graph=True)
+                            got = list(run())
+                        t = median_ms(run, 1, a.reps, sync)
+                    except Exception as err:  # noqa: BLE001 - a backend may refuse a mask
+                        print(f"# {impl} {op} {name} S={s}: {str(err).splitlines()[0][:100]}")
+                        continue
+                    if ours is None:
+                        ours = got
+                    diff = max((x.float() - y.float()).nan_to_num().abs().max().item()
+                               for x, y in zip(got, ours))
+                    results.append((impl, t, diff))
+                if not results or results[0][0] != "longattn":
+                    continue
+                t_ours = results[0][1]
+                for impl, t, diff in results:
+                    tf = flops / t / 1e9  # TFLOP/s (t in ms)
+                    print(f"{op:<4} {name:<22} {s:>6} {impl:<16} {t:>10.3f} {tf:>9.2f} {t / t_ours:>11.2f}x "
+                          f"{diff:>10.2e}")
+                    rows.append({"op": op, "impl": impl, "device": a.device, "dtype": CLI_DTYPE[a.dtype],
+                                 "mask": name, "B": a.B, "Hq": a.Hq, "Hkv": a.Hkv, "Sq": s, "Skv": s,
+                                 "D": a.D, "ms": t, "tflops": tf, "time_vs_longattn": t / t_ours,
+                                 "max_abs_diff": diff, "unmasked_fraction": area / (a.B * s * s)})
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -69,14 +69,15 @@ def _mask_of(mask_id: int):
 
 
 def _opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap, score,
-          sigmoid_bias, mask, threads, cu_q, cu_k):
+          sigmoid_bias, mask, threads, cu_q, cu_k, backend):
     # scale NaN = the default 1/sqrt(D) (custom ops take no Optional[float] defaults here).
     # CUDA tensors run on PyTorch's current stream.
     stream = torch.cuda.current_stream(q.device).cuda_stream if q.is_cuda else 0
     return dict(scale=None if math.isnan(scale) else scale, causal=causal, window_left=window_left,
                 window_right=window_right, sinks=sinks, sink_logits=sink_logits, softcap=softcap,
                 score=score, sigmoid_bias=sigmoid_bias, mask=mask,
-                cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, threads=threads, stream=int(stream))
+                cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, backend=backend, threads=threads,
+                stream=int(stream))
 
 
 @torch.library.custom_op("longattn::attention", mutates_args=())
@@ -84,7 +85,7 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                   sink_logits: Optional[torch.Tensor], cu_q: Optional[torch.Tensor],
                   cu_k: Optional[torch.Tensor], scale: float, causal: bool, window_left: int,
                   window_right: int, sinks: int, softcap: float, score: str, sigmoid_bias: float,
-                  mask_id: int, threads: int,
+                  mask_id: int, threads: int, backend: str,
                   deterministic: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     # `deterministic` is for the backward (the autograd formula passes the scalars on).
     out = torch.empty_like(q)
@@ -93,13 +94,13 @@ def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                       device=q.device)
     _core.forward(q, k, v, out, lse if softmax else None,
                   **_opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap,
-                          score, sigmoid_bias, _mask_of(mask_id), threads, cu_q, cu_k))
+                          score, sigmoid_bias, _mask_of(mask_id), threads, cu_q, cu_k, backend))
     return out, lse
 
 
 @_attention_op.register_fake
 def _(q, k, v, sink_logits, cu_q, cu_k, scale, causal, window_left, window_right, sinks, softcap,
-      score, sigmoid_bias, mask_id, threads, deterministic):
+      score, sigmoid_bias, mask_id, threads, backend, deterministic):
     shape = _lse_shape(q, cu_q is not None) if score == "softmax" else [0]
     return torch.empty_like(q), q.new_empty(shape, dtype=torch.float32)
 
@@ -111,27 +112,27 @@ def _attention_backward_op(dout: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                            cu_k: Optional[torch.Tensor], scale: float, causal: bool,
                            window_left: int, window_right: int, sinks: int, softcap: float,
                            score: str, sigmoid_bias: float, mask_id: int, threads: int,
-                           deterministic: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                                         torch.Tensor]:
+                           backend: str, deterministic: bool
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dsink = torch.empty([q.shape[-2]] if sink_logits is not None else [0], dtype=torch.float32,
                         device=q.device)
     _core.backward(q, k, v, out, lse if score == "softmax" else None, dout.contiguous(), dq, dk, dv,
                    dsink if sink_logits is not None else None, deterministic=deterministic,
                    **_opts(q, scale, causal, window_left, window_right, sinks, sink_logits, softcap,
-                           score, sigmoid_bias, _mask_of(mask_id), threads, cu_q, cu_k))
+                           score, sigmoid_bias, _mask_of(mask_id), threads, cu_q, cu_k, backend))
     return dq, dk, dv, dsink
 
 
 @_attention_backward_op.register_fake
 def _(dout, q, k, v, out, lse, sink_logits, cu_q, cu_k, scale, causal, window_left, window_right,
-      sinks, softcap, score, sigmoid_bias, mask_id, threads, deterministic):
+      sinks, softcap, score, sigmoid_bias, mask_id, threads, backend, deterministic):
     dsink = q.new_empty([q.shape[-2]] if sink_logits is not None else [0], dtype=torch.float32)
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), dsink
 
 
 _SCALARS = ("scale", "causal", "window_left", "window_right", "sinks", "softcap", "score",
-            "sigmoid_bias", "mask_id", "threads", "deterministic")
+            "sigmoid_bias", "mask_id", "threads", "backend", "deterministic")
 
 
 def _setup_context(ctx, inputs, output):
@@ -168,10 +169,10 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=No
               score="softmax", sigmoid_bias=0.0, mask=None, cu_seqlens_q=None, cu_seqlens_k=None,
               scale=None, return_lse=False, out=None, backend="auto", threads=0,
               deterministic=False):
-    """:func:`longattn.attention` for torch tensors, differentiable."""
-    if backend not in ("auto", "cpu"):
-        raise ValueError("backend: the torch op runs the automatic backend; use longattn._longattn "
-                         "directly for the reference backend")
+    """:func:`longattn.attention` for torch tensors, differentiable. ``backend`` is passed on
+    to the engine (forward and backward): "auto", "cpu", "reference" or "cuda"."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend: expected a string, got {type(backend).__name__}")
     if return_lse and score != "softmax":
         raise ValueError("return_lse: the log-sum-exp is only defined for score='softmax'")
     left, right = _window(window)
@@ -185,14 +186,14 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=No
         _core.forward(q, k, v, o, lse,
                       **_opts(q, scale, bool(causal), left, right, int(sinks), sink_logits,
                               float(softcap), score, float(sigmoid_bias), _mask_spec(mask),
-                              int(threads), cu_seqlens_q, cu_seqlens_k))
+                              int(threads), cu_seqlens_q, cu_seqlens_k, backend))
         return (o, lse) if return_lse else o
     # torch.use_deterministic_algorithms(True) asks for the deterministic backward too.
     deterministic = bool(deterministic) or torch.are_deterministic_algorithms_enabled()
     o, lse = _attention_op(q, k, v, sink_logits, cu_seqlens_q, cu_seqlens_k,
                            scale, bool(causal), left, right,
                            int(sinks), float(softcap), score, float(sigmoid_bias), _mask_id(mask),
-                           int(threads), deterministic)
+                           int(threads), backend, deterministic)
     if out is not None:
         out.copy_(o)
         o = out
@@ -202,7 +203,9 @@ def attention(q, k, v, *, causal=False, window=(-1, -1), sinks=0, sink_logits=No
 # ---- Hugging Face transformers ---------------------------------------------------------------
 
 def _mask_from_hf(attention_mask: Optional[torch.Tensor], batch: int, heads: int, sq: int, skv: int):
-    """A block-sparse MaskSpec equal to an HF 4D mask ([B, 1|H, Sq, Skv], bool or additive)."""
+    """A block-sparse MaskSpec equal to an HF 4D mask ([B, 1|H, Sq, Skv], bool or additive):
+    one key block per visible key, one query block in all when every query sees the same keys
+    (padding alone), else one per query (causal + padding)."""
     if attention_mask is None:
         return None
     m = attention_mask
@@ -214,35 +217,38 @@ def _mask_from_hf(attention_mask: Optional[torch.Tensor], batch: int, heads: int
             raise NotImplementedError("longattn: additive attention masks with bias values "
                                       "(ALiBi, relative positions) are not supported; only "
                                       "0 / -inf masks")
-    allowed = allowed.expand(batch, allowed.shape[1], sq, skv).to("cpu")
-    per_query = not bool((allowed == allowed[:, :, :1, :]).all())
-    per_head = allowed.shape[1] > 1
     hs = allowed.shape[1]
-    rows, cols = [0], []
+    allowed = allowed.expand(batch, hs, sq, skv)
+    per_query = not bool((allowed == allowed[:, :, :1, :]).all())
+    rows_mask = allowed if per_query else allowed[:, :, :1, :]
+    # Row-major nonzero: keys in order within each (batch, head, query) row, rows in order.
+    flat = rows_mask.reshape(-1, skv).to("cpu")
+    counts = flat.sum(dim=1)
+    row_offsets = torch.zeros(flat.shape[0] + 1, dtype=torch.int64)
+    torch.cumsum(counts, dim=0, out=row_offsets[1:])
+    key_blocks = flat.nonzero()[:, 1]
     block_q = 1 if per_query else sq
-    for b in range(batch):
-        for h in range(hs):
-            for i in range(sq if per_query else 1):
-                keys = torch.nonzero(allowed[b, h, i]).flatten().tolist()
-                cols.extend(keys)
-                rows.append(len(cols))
     return _masks.block_sparse(block_q=block_q, block_k=1, q_blocks=sq // block_q,
-                               row_offsets=rows, key_blocks=cols, batches=batch,
-                               heads=heads if per_head else 1)
+                               row_offsets=row_offsets.tolist(), key_blocks=key_blocks.tolist(),
+                               batches=batch, heads=heads if hs > 1 else 1)
 
 
 def hf_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                          **kwargs):
     """An attention function for ``transformers.AttentionInterface``: query/key/value are
-    ``[B, H, S, D]``; returns ``([B, S, H, D], None)``."""
+    ``[B, H, S, D]``; returns ``([B, S, H, D], None)``. Takes HF's ``softcap`` and ``s_aux``
+    (per-head sink logits, as gpt-oss passes them); the sliding window arrives in the mask."""
     if dropout and module.training:
         raise NotImplementedError("longattn: attention dropout is not supported")
     b, hq, sq, _ = query.shape
     skv = key.shape[2]
     mask = _mask_from_hf(attention_mask, b, hq, sq, skv)
     causal = bool(getattr(module, "is_causal", False)) and attention_mask is None and sq > 1
+    sink_logits = kwargs.get("s_aux")
+    if sink_logits is not None:
+        sink_logits = sink_logits.to(torch.float32).reshape(hq)
     q, k, v = (t.transpose(1, 2) for t in (query, key, value))  # views, no copy
-    out = attention(q, k, v, causal=causal, scale=scaling, mask=mask,
+    out = attention(q, k, v, causal=causal, scale=scaling, mask=mask, sink_logits=sink_logits,
                     softcap=float(kwargs.get("softcap") or 0.0))
     return out, None
 

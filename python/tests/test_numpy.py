@@ -1,5 +1,7 @@
 """NumPy inputs against the float64 oracle backend and an independent float64 NumPy attention."""
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -122,6 +124,104 @@ def test_backward_matches_float64_finite_differences():
             pick = lambda z: [z if n == name else a.astype(np.float64) for n, a in zip("qkv", args)]
             fd = (loss(*pick(up)) - loss(*pick(down))) / (2 * h)
             assert abs(g[idx] - fd) < 1e-4 + 1e-3 * abs(fd), (name, idx, g[idx], fd)
+
+
+def visible_keys(mask, s, hq, hkv, **options):
+    """[hq, s, s] booleans: which keys each query sees under `mask` and options, read off the
+    engine's oracle backend (q = k = 0 give uniform weights over the visible keys; V = I)."""
+    zeros_q = np.zeros((1, s, hq, s), np.float32)
+    zeros_k = np.zeros((1, s, hkv, s), np.float32)
+    eye = np.broadcast_to(np.eye(s, dtype=np.float32)[None, :, None, :], (1, s, hkv, s)).copy()
+    out = longattn.attention(zeros_q, zeros_k, eye, mask=mask, backend="reference", **options)
+    return out[0].transpose(1, 0, 2) > 0
+
+
+def naive_general(q, k, v, visible, scale, softcap=0.0, sink_logits=None, score="softmax",
+                  bias=0.0):
+    """float64 attention with a dense [H, Sq, Skv] visibility, softcap, sink logits, sigmoid."""
+    b, sq, hq, d = q.shape
+    rep = hq // k.shape[2]
+    k, v = np.repeat(k, rep, axis=2), np.repeat(v, rep, axis=2)
+    x = np.einsum("bihd,bjhd->bhij", q, k) * scale
+    if softcap > 0:
+        x = softcap * np.tanh(x / softcap)
+    if score == "sigmoid":
+        p = np.where(visible[None], 1 / (1 + np.exp(-(x + bias))), 0.0)
+    else:
+        x = np.where(visible[None], x, -np.inf)
+        m = x.max(-1, keepdims=True)
+        if sink_logits is not None:
+            m = np.maximum(m, sink_logits[None, :, None, None])
+        m = np.where(np.isfinite(m), m, 0.0)
+        e = np.exp(x - m)
+        den = e.sum(-1, keepdims=True)
+        if sink_logits is not None:
+            den = den + np.exp(sink_logits[None, :, None, None] - m)
+        p = np.where(den > 0, e / np.where(den > 0, den, 1), 0.0)
+    return np.einsum("bhij,bjhd->bihd", p, v)
+
+
+FD_CASES = {
+    "sliding_window_causal": dict(mask=masks.pattern("sliding_window_causal", window=5)),
+    "causal_document": dict(mask=masks.documents("causal_document", [7, 12, 3, 16, 10])),
+    "strided": dict(mask=masks.pattern("strided", stride=4, window=3)),
+    "softcap+window": dict(window=(6, 2), softcap=1.5),
+    "sinks+sink_logits": dict(causal=True, window=(4, 0), sinks=2, sink_logits=True),
+    "sigmoid": dict(causal=True, score="sigmoid", sigmoid_bias=-1.0),
+}
+
+
+@pytest.mark.parametrize("case", list(FD_CASES))
+def test_backward_options_match_float64_finite_differences(case):
+    """Gradients (dq, dk, dv and the sink logits' gradient) of the CPU engine against central
+    differences of a float64 NumPy attention on the same visibility, per mask and option."""
+    opts = dict(FD_CASES[case])
+    s, hq, hkv, d, scale = 48, 4, 2, 16, 0.4
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    q, k, v = (rng.uniform(-1, 1, (1, s, h, d)).astype(np.float32) for h in (hq, hkv, hkv))
+    dout = rng.uniform(-1, 1, (1, s, hq, d)).astype(np.float32)
+    sinks = None
+    if opts.pop("sink_logits", False):
+        sinks = rng.uniform(-1, 1, hq).astype(np.float32)
+    score = opts.get("score", "softmax")
+    rule = {key: val for key, val in opts.items() if key in ("causal", "window", "sinks")}
+    visible = visible_keys(opts.get("mask"), s, hq, hkv, **rule)
+    assert visible.any() and not visible.all()
+    if score == "softmax":
+        out, lse = longattn.attention(q, k, v, scale=scale, sink_logits=sinks, return_lse=True,
+                                      **opts)
+    else:
+        out, lse = longattn.attention(q, k, v, scale=scale, **opts), None
+    grads = longattn.attention_backward(dout, q, k, v, out, lse, scale=scale, sink_logits=sinks,
+                                        **opts)
+    inputs = {"q": q, "k": k, "v": v}
+    if sinks is not None:
+        inputs["sink_logits"] = sinks
+
+    def loss(vals):
+        y = naive_general(vals["q"], vals["k"], vals["v"], visible, scale,
+                          softcap=opts.get("softcap", 0.0), sink_logits=vals.get("sink_logits"),
+                          score=score, bias=opts.get("sigmoid_bias", 0.0))
+        return float((y * dout.astype(np.float64)).sum())
+
+    base = {n: x.astype(np.float64) for n, x in inputs.items()}
+    ref_out = naive_general(base["q"], base["k"], base["v"], visible, scale,
+                            softcap=opts.get("softcap", 0.0), sink_logits=base.get("sink_logits"),
+                            score=score, bias=opts.get("sigmoid_bias", 0.0))
+    assert np.abs(out - ref_out).max() < 2e-5, "forward disagrees with the float64 model"
+    for (name, x), g in zip(inputs.items(), grads):
+        assert g.shape == x.shape, name
+        for _ in range(10):
+            idx = tuple(int(rng.integers(0, n)) for n in x.shape)
+            h = 1e-6
+            up = dict(base)
+            down = dict(base)
+            up[name] = base[name].copy()
+            down[name] = base[name].copy()
+            up[name][idx] += h
+            down[name][idx] -= h
+            fd = (loss(up) - loss(down)) / (2 * h)
+            assert abs(g[idx] - fd) < 1e-4 + 1e-3 * abs(fd), (case, name, idx, g[idx], fd)
 
 
 def test_errors_are_python_exceptions_with_the_message():

@@ -83,8 +83,10 @@ def test_sink_logit_gradient_and_lse():
 
 
 def test_opcheck():
+    import longattn.torch  # noqa: F401 - registers the ops (run alone, nothing else has)
+
     q, k, v = torch.randn(1, 33, 2, 32), torch.randn(1, 33, 1, 32), torch.randn(1, 33, 1, 32)
-    scalars = (float("nan"), True, -1, -1, 0, 0.0, "softmax", 0.0, 0, 0, False)
+    scalars = (float("nan"), True, -1, -1, 0, 0.0, "softmax", 0.0, 0, 0, "auto", False)
     args = (q, k, v, None, None, None, *scalars)
     torch.library.opcheck(torch.ops.longattn.attention.default, args)
     out, lse = torch.ops.longattn.attention.default(*args)
@@ -167,3 +169,69 @@ def test_inference_path_matches_the_custom_op():
         assert not got.requires_grad
         assert torch.equal(longattn.attention(q.detach(), k, v, mask="sliding_window_causal"),
                            longattn.attention(q, k, v, mask=masks.pattern("sliding_window_causal")))
+
+
+def test_backend_reaches_the_engine():
+    """backend= is passed on by the torch path (forward and backward), not dropped."""
+    torch.manual_seed(6)
+    q = torch.randn(1, 37, 2, 32, requires_grad=True)
+    k = torch.randn(1, 37, 1, 32, requires_grad=True)
+    v = torch.randn(1, 37, 1, 32, requires_grad=True)
+    outs, grads = {}, {}
+    for backend in ("cpu", "reference"):
+        out = longattn.attention(q, k, v, causal=True, backend=backend)
+        outs[backend] = out.detach()
+        grads[backend] = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+        with torch.no_grad():
+            assert torch.equal(longattn.attention(q, k, v, causal=True, backend=backend),
+                               outs[backend])
+    # The oracle rounds once from float64: close to the engine, not bit-equal to it.
+    assert not torch.equal(outs["cpu"], outs["reference"])
+    assert (outs["cpu"] - outs["reference"]).abs().max() < 1e-5
+    for a, b in zip(grads["cpu"], grads["reference"]):
+        assert (a - b).abs().max() < 1e-4
+    with pytest.raises(ValueError, match="backend"):
+        longattn.attention(q, k, v, backend="tpu")
+
+
+def _hf_module(causal):
+    class M(torch.nn.Module):
+        is_causal = causal
+
+    return M()
+
+
+def test_hf_causal_padding_mask_matches_sdpa():
+    """Per-query HF masks (causal + left padding) become a per-query block-sparse layout."""
+    from longattn.torch import hf_attention_forward
+
+    torch.manual_seed(7)
+    b, h, s, d = 3, 4, 45, 32
+    q, k, v = torch.randn(b, h, s, d), torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+    lengths = torch.tensor([45, 30, 7])
+    keys = torch.arange(s)[None, :] >= (s - lengths)[:, None]  # left padding
+    mask = torch.ones(s, s, dtype=torch.bool).tril()[None, None] & keys[:, None, None, :]
+    out, _ = hf_attention_forward(_hf_module(True), q, k, v, mask, scaling=0.15)
+    ref = torch.nn.functional.scaled_dot_product_attention(q.double(), k.double(), v.double(),
+                                                           attn_mask=mask, scale=0.15)
+    ref = ref.transpose(1, 2)
+    valid = keys[:, :, None, None].expand_as(out)  # a padded query sees no key here
+    assert (out.double() - ref)[valid].abs().max() < 2e-5
+    assert bool((out[~valid] == 0).all())
+
+
+def test_hf_sink_logits_s_aux():
+    """gpt-oss hands its per-head sinks to the attention function as s_aux."""
+    from longattn.torch import hf_attention_forward
+
+    torch.manual_seed(8)
+    b, h, s, d = 2, 4, 33, 32
+    q, k, v = torch.randn(b, h, s, d), torch.randn(b, h, s, d), torch.randn(b, h, s, d)
+    sinks = torch.randn(h)
+    out, _ = hf_attention_forward(_hf_module(True), q, k, v, None, scaling=0.2, s_aux=sinks)
+    logits = torch.einsum("bhid,bhjd->bhij", q.double(), k.double()) * 0.2
+    logits = logits.masked_fill(~torch.ones(s, s, dtype=torch.bool).tril(), float("-inf"))
+    full = torch.cat([logits, sinks.double()[None, :, None, None].expand(b, h, s, 1)], dim=-1)
+    probs = torch.softmax(full, dim=-1)[..., :-1]
+    ref = torch.einsum("bhij,bhjd->bihd", probs, v.double())
+    assert (out.double() - ref).abs().max() < 2e-5
