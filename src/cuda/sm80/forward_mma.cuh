@@ -148,13 +148,20 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
     const SlotEntry& se = sr.entry;
     const std::int64_t ebase = sr.base;
     const int entries = static_cast<int>(w.end - w.begin);
-    auto issue_kv = [&](int i, int buf) {
-      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, buf, p, be, kvh,
-                                            p.sched.key_tile[ebase + w.begin + i]);
+    // The schedule entries travel one tile ahead of their use, so that no global load of the
+    // list sits between a barrier and the cp.async issue that needs it: entry i + 1's key tile
+    // is in a register when tile i + 1 is issued, and entry i's bitmask index when tile i runs.
+    const std::int32_t* key_tiles = p.sched.key_tile + ebase + w.begin;
+    const std::int32_t* tile_bits_index = p.sched.row_bits + ebase + w.begin;
+    int kt_cur = entries > 0 ? key_tiles[0] : 0;
+    int bits_cur = entries > 0 ? tile_bits_index[0] : -1;
+    int kt_next = entries > 1 ? key_tiles[1] : 0;
+    auto issue_next = [&](int, int buf) {
+      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, buf, p, be, kvh, kt_next);
     };
     load_query_tile_async<T, D, Tr::kThreads>(qs, BM, p, be, w.h, w.qt, qn);
     cp_async_commit();
-    if (entries > 0) issue_kv(0, 0);
+    if (entries > 0) issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, 0, p, be, kvh, kt_cur);
     // Bitmask bit of each of this thread's rows: the query's offset in its schedule tile.
     int row_bit[SL][2];
 #pragma unroll
@@ -181,9 +188,12 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
 
     for (int i = 0; i < entries; ++i) {
       const int buf = i & 1;
-      await_tile(i, entries, issue_kv);
-      const int kt = p.sched.key_tile[ebase + w.begin + i];
-      const int bits_index = p.sched.row_bits[ebase + w.begin + i];
+      await_tile(i, entries, issue_next);
+      const int kt = kt_cur;
+      const int bits_index = bits_cur;
+      kt_cur = kt_next;
+      bits_cur = i + 1 < entries ? tile_bits_index[i + 1] : -1;
+      kt_next = i + 2 < entries ? key_tiles[i + 2] : 0;
       const int jn = min(BN, be.skv - kt * BN);
       const T* kb = ks + buf * BN * P;
       const T* vb = vs + buf * BN * P;
@@ -340,27 +350,37 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
           }
         } else {
           // Exact path: a weight of zero never reads V. One slab at a time (an inlined call per
-          // slab keeps every register index static; one loop nest over both would not unroll).
+          // slab keeps every register index static). NOTE: the n8 blocks of keys are a runtime
+          // loop (#pragma unroll 1) that picks its block's weights from the registers with a
+          // select chain: unrolled, this rare path was ~27k of the kernel's 38k instructions.
           auto exact_pv = [&](const float(&ps)[NB][4], float(&os)[DB][4]) {
+#pragma unroll 1
+            for (int nb = 0; nb < NB && nb * 8 < jn; ++nb) {
+              float pw[4];
 #pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
+              for (int x = 0; x < 4; ++x) {
+                pw[x] = ps[0][x];
+#pragma unroll
+                for (int c = 1; c < NB; ++c) pw[x] = nb == c ? ps[c][x] : pw[x];
+              }
 #pragma unroll
               for (int t = 0; t < 8; ++t) {
                 const int key = nb * 8 + t;
+                // The weights of key `key` for rows group and group + 8, from the quad's thread
+                // that holds that key's column.
                 const int src = (lane & ~3) | (t >> 1);
-                const float p0 = __shfl_sync(0xffffffffU, ps[nb][t & 1], src);
-                const float p1 = __shfl_sync(0xffffffffU, ps[nb][2 + (t & 1)], src);
-                if (key >= jn) continue;
+                const float p0 = __shfl_sync(0xffffffffU, pw[t & 1], src);
+                const float p1 = __shfl_sync(0xffffffffU, pw[2 + (t & 1)], src);
+                if (key >= jn) break;  // warp-uniform
+                const T* vrow = vb + key * P + tq * 2;
 #pragma unroll
                 for (int db = 0; db < DB; ++db) {
-#pragma unroll
-                  for (int e = 0; e < 4; ++e) {
-                    const float pw = e < 2 ? p0 : p1;
-                    if (pw != 0.0F) {
-                      os[db][e] =
-                          fmaf(pw, to_float(vb[key * P + db * 8 + tq * 2 + (e & 1)]), os[db][e]);
-                    }
-                  }
+                  const float v0 = to_float(vrow[db * 8]);
+                  const float v1 = to_float(vrow[db * 8 + 1]);
+                  os[db][0] = p0 != 0.0F ? fmaf(p0, v0, os[db][0]) : os[db][0];
+                  os[db][1] = p0 != 0.0F ? fmaf(p0, v1, os[db][1]) : os[db][1];
+                  os[db][2] = p1 != 0.0F ? fmaf(p1, v0, os[db][2]) : os[db][2];
+                  os[db][3] = p1 != 0.0F ? fmaf(p1, v1, os[db][3]) : os[db][3];
                 }
               }
             }
