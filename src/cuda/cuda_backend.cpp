@@ -942,8 +942,9 @@ void backward(const Problem& p) {
   Packer pk;
   const std::size_t o_table = pk.add(table);
   const std::size_t o_sinks = pk.add(p.sink_logits);
-  // Two work counters and the tensor-core path's Inf/NaN flag, zeroed by the table upload.
-  const std::size_t o_counter = pk.reserve(3 * sizeof(std::int32_t));
+  // Two work counters for the tensor-core kernels, two for the generic kernels that stand in
+  // for them on Inf/NaN inputs, and the prologue's Inf/NaN flag, zeroed by the table upload.
+  const std::size_t o_counter = pk.reserve(5 * sizeof(std::int32_t));
   const std::size_t o_dot = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
   const std::size_t o_lse2 = pk.reserve_device(static_cast<std::size_t>(rows) * sizeof(float));
   const std::size_t without_accum = pk.size();
@@ -996,16 +997,20 @@ void backward(const Problem& p) {
     // mma products would: 0 * Inf = NaN). The prologue scans the inputs; where it finds one,
     // the tensor-core kernels return at once and the generic kernels, launched behind them,
     // compute the gradients over the same schedule (else they return at once).
-    a.nonfinite = a.work_counter + 2;
+    // (The tensor-core kernels take their items from counters 0 and 1 even when they have
+    // none to do: the generic kernels count with 2 and 3.)
+    a.nonfinite = a.work_counter + 4;
     check(launch_backward_prologue(a, stream), "backward prologue launch");
     check(choice.mma->launch(a, grid, stream), "backward kernel launch (tensor cores, 64x" +
                                                    std::to_string(choice.tile_k) +
                                                    " tiles, D=" + std::to_string(p.dim) + ")");
+    AttnParams exact = a;
+    exact.work_counter = a.work_counter + 2;
     const int exact_items = std::max(work->num_full_work, work->num_col_work);
     const int exact_grid = std::max(
         1, std::min(exact_items, props(p.device_index).sms *
                                      std::max(1, simt_occupancy(a, p.device_index, true))));
-    check(launch_simt_backward(a, exact_grid, stream),
+    check(launch_simt_backward(exact, exact_grid, stream),
           "backward kernel launch (generic, for Inf/NaN inputs, D=" + std::to_string(p.dim) + ")");
   } else {
     check(launch_simt_backward(a, grid, stream),
