@@ -16,6 +16,8 @@
 #   STAGES="build check bench anchors sanitize" bash bench/gpu_job.sh
 #   STAGES="python" bash bench/gpu_job.sh     (pip install ., GPU pytest, compare.py, decode loop)
 #   STAGES="profile flex" bash bench/gpu_job.sh  (ncu on the bar's kernels; FlexAttention masks)
+#   STAGES="hotspots" bash bench/gpu_job.sh  (stall samples per SASS instruction: the 128t forward
+#     on full and sliding_window_causal, the fast backward; bench/ncu_hotspots.py reads them)
 # The build stage uses .gpudeps/bin/longattn.xz when it runs there (it saves minutes of device
 # time) and builds with CMake otherwise.
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
@@ -135,6 +137,14 @@ stage_bench() {
         "$LOGS/bench_tile${tile}_S${len}_D$dim.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
     done
   done
+  # The sparse masks that trail Flex most, on each forward tile (the rule takes 128 rows there).
+  for tile in 64 128t; do
+    LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
+      --B 1 --H 64 --Hkv 8 --S 16384 --D 128 --mask sliding_window_causal,causal_document --fwd \
+      --reps 5 --no-check >"$LOGS/bench_masks_tile$tile.log" 2>&1
+    record "masks$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd' \
+      "$LOGS/bench_masks_tile$tile.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
+  done
   # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles (the default), on 64 x 64
   # tiles, and the deterministic mode (64 x 64).
   for mode in fast fast64 deterministic; do
@@ -195,6 +205,29 @@ stage_profile() {
     "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
     --mask causal --bwd --reps 1 --no-check --deterministic >"$LOGS/ncu_bwd_det.txt" 2>&1
   record ncubwdet "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd_det.txt"
+}
+
+stage_hotspots() {
+  stage "ncu SourceCounters: stall samples per SASS instruction (forward full / sliding window, backward)"
+  # The forward on the bar's shape and on the mask benchmark's worst case against Flex (64 q / 8
+  # KV heads, S = 16384, window S/16), and the fast backward: where do the warps wait?
+  local runs=(
+    "fwd_full|forward_mma|--B 1 --H 16 --S 16384 --D 128 --mask full --fwd"
+    "fwd_swc|forward_mma|--B 1 --H 64 --Hkv 8 --S 16384 --D 128 --mask sliding_window_causal --fwd"
+    "bwd_full|dkdv_mma|--B 2 --H 16 --S 8192 --D 128 --mask full --bwd"
+  )
+  for run in "${runs[@]}"; do
+    IFS='|' read -r name kernel args <<<"$run"
+    # shellcheck disable=SC2086
+    timeout $(cap 200) ncu --kernel-name regex:"$kernel" --launch-skip 1 --launch-count 1 \
+      --section SourceCounters --section WarpStateStats --import-source no -f -o "$LOGS/hot_$name" \
+      "$CLI" bench --device cuda --dtype bf16 $args --reps 1 --no-check >"$LOGS/hot_$name.log" 2>&1
+    timeout $(cap 60) ncu --import "$LOGS/hot_$name.ncu-rep" --page source --csv --print-source sass \
+      >"$LOGS/hot_$name.csv" 2>>"$LOGS/hot_$name.log"
+    python3 bench/ncu_hotspots.py "$LOGS/hot_$name.csv" >"$LOGS/hot_$name.txt" 2>&1
+    record "hot_$name" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "hot_$name.txt"
+    head -n 30 "$LOGS/hot_$name.txt"
+  done
 }
 
 stage_python() {
