@@ -233,6 +233,29 @@ def _mask_from_hf(attention_mask: Optional[torch.Tensor], batch: int, heads: int
                                batches=batch, heads=heads if hs > 1 else 1)
 
 
+# The last HF mask converted: a model hands the same mask tensor to every layer of a forward, so
+# the conversion (a pass over B x Sq x Skv booleans) runs once per forward, not once per layer.
+_HF_MASK_CACHE: dict = {}
+_HF_MASK_LOCK = threading.Lock()
+
+
+def _cached_mask_from_hf(attention_mask, batch: int, heads: int, sq: int, skv: int):
+    if attention_mask is None:
+        return None
+    m = attention_mask
+    key = (m.data_ptr(), m._version, tuple(m.shape), tuple(m.stride()), m.dtype, str(m.device),
+           batch, heads, sq, skv)
+    with _HF_MASK_LOCK:
+        hit = _HF_MASK_CACHE.get("entry")
+        if hit is not None and hit[0] == key and hit[1] is m:
+            return hit[2]
+    spec = _mask_from_hf(m, batch, heads, sq, skv)
+    with _HF_MASK_LOCK:
+        # The tensor is held with its mask, so its storage (data_ptr) cannot be reused meanwhile.
+        _HF_MASK_CACHE["entry"] = (key, m, spec)
+    return spec
+
+
 def hf_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
                          **kwargs):
     """An attention function for ``transformers.AttentionInterface``: query/key/value are
@@ -242,7 +265,7 @@ def hf_attention_forward(module, query, key, value, attention_mask, scaling=None
         raise NotImplementedError("longattn: attention dropout is not supported")
     b, hq, sq, _ = query.shape
     skv = key.shape[2]
-    mask = _mask_from_hf(attention_mask, b, hq, sq, skv)
+    mask = _cached_mask_from_hf(attention_mask, b, hq, sq, skv)
     causal = bool(getattr(module, "is_causal", False)) and attention_mask is None and sq > 1
     sink_logits = kwargs.get("s_aux")
     if sink_logits is not None:

@@ -235,3 +235,22 @@ def test_hf_sink_logits_s_aux():
     probs = torch.softmax(full, dim=-1)[..., :-1]
     ref = torch.einsum("bhij,bhjd->bihd", probs, v.double())
     assert (out.double() - ref).abs().max() < 2e-5
+
+
+def test_hf_mask_is_converted_once_per_forward():
+    """Every layer gets the same mask tensor: converted once; an in-place change converts again."""
+    import longattn.torch as lt
+
+    torch.manual_seed(9)
+    q = torch.randn(2, 2, 12, 32)
+    pad = torch.ones(2, 1, 12, 12, dtype=torch.bool)
+    pad[1, ..., 9:] = False
+    first, _ = lt.hf_attention_forward(_hf_module(False), q, q, q, pad)
+    spec = lt._HF_MASK_CACHE["entry"][2]
+    again, _ = lt.hf_attention_forward(_hf_module(False), q, q, q, pad)
+    assert lt._HF_MASK_CACHE["entry"][2] is spec and torch.equal(first, again)
+    pad[0, ..., 5:] = False  # in place: _version moves
+    changed, _ = lt.hf_attention_forward(_hf_module(False), q, q, q, pad)
+    assert lt._HF_MASK_CACHE["entry"][2] is not spec
+    ref = torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=pad).transpose(1, 2)
+    assert (changed - ref).abs().max() < 1e-5
