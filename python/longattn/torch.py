@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Optional, Tuple
 
@@ -243,16 +244,23 @@ def _cached_mask_from_hf(attention_mask, batch: int, heads: int, sq: int, skv: i
     if attention_mask is None:
         return None
     m = attention_mask
-    key = (m.data_ptr(), m._version, tuple(m.shape), tuple(m.stride()), m.dtype, str(m.device),
-           batch, heads, sq, skv)
+    key = (m._version, tuple(m.shape), tuple(m.stride()), m.dtype, str(m.device), batch, heads,
+           sq, skv)
     with _HF_MASK_LOCK:
         hit = _HF_MASK_CACHE.get("entry")
-        if hit is not None and hit[0] == key and hit[1] is m:
+        if hit is not None and hit[0] == key and hit[1]() is m:
             return hit[2]
     spec = _mask_from_hf(m, batch, heads, sq, skv)
+
+    def forget(ref):  # the model's mask is gone: so is its conversion
+        with _HF_MASK_LOCK:
+            if _HF_MASK_CACHE.get("entry", (None, None))[1] is ref:
+                del _HF_MASK_CACHE["entry"]
+
     with _HF_MASK_LOCK:
-        # The tensor is held with its mask, so its storage (data_ptr) cannot be reused meanwhile.
-        _HF_MASK_CACHE["entry"] = (key, m, spec)
+        # A weak reference: the cache neither keeps the mask alive nor mistakes a new tensor
+        # at the same address for it.
+        _HF_MASK_CACHE["entry"] = (key, weakref.ref(m, forget), spec)
     return spec
 
 

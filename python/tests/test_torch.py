@@ -254,3 +254,5 @@ def test_hf_mask_is_converted_once_per_forward():
     assert lt._HF_MASK_CACHE["entry"][2] is not spec
     ref = torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=pad).transpose(1, 2)
     assert (changed - ref).abs().max() < 1e-5
+    del pad  # the cache holds the mask weakly: its entry goes with it
+    assert "entry" not in lt._HF_MASK_CACHE
