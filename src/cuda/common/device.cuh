@@ -229,21 +229,33 @@ struct PackedRow {
   int h;
   std::int64_t i;
 };
-__device__ __forceinline__ PackedRow packed_row(const AttnParams& p, std::int64_t r) {
-  // The last entry whose first packed row is <= r (entries with no rows share it with the next).
+/// The batch entry holding packed row r: the last one whose first row (first(entry) * heads) is
+/// <= r (entries with no rows share their first row with the next).
+template <class First>
+__device__ __forceinline__ const BatchEntry& entry_of_row(const AttnParams& p, std::int64_t r,
+                                                          std::int64_t heads, First first) {
   int lo = 0;
   int hi = p.num_batch - 1;
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (p.batch[mid].row * p.hq <= r) {
+    if (first(p.batch[mid]) * heads <= r) {
       lo = mid;
     } else {
       hi = mid - 1;
     }
   }
-  const BatchEntry be = p.batch[lo];
+  return p.batch[lo];
+}
+__device__ __forceinline__ PackedRow packed_row(const AttnParams& p, std::int64_t r) {
+  const BatchEntry be = entry_of_row(p, r, p.hq, [](const BatchEntry& e) { return e.row; });
   const std::int64_t local = r - be.row * p.hq;
   return {be, static_cast<int>(local / be.sq), local % be.sq};
+}
+/// The same for the K/V rows ([b][kvh][j] packing, p.packed_kv_rows of them): h is the KV head.
+__device__ __forceinline__ PackedRow packed_kv_row(const AttnParams& p, std::int64_t r) {
+  const BatchEntry be = entry_of_row(p, r, p.hkv, [](const BatchEntry& e) { return e.kv_row; });
+  const std::int64_t local = r - be.kv_row * p.hkv;
+  return {be, static_cast<int>(local / be.skv), local % be.skv};
 }
 
 /// Per-row kernels (one warp per packed row) run blocks of kRowWarps warps over a flat grid.

@@ -291,23 +291,10 @@ __global__ void __launch_bounds__(32 * kRowWarps) row_constants_kernel(const Att
   const std::int64_t warps = static_cast<std::int64_t>(gridDim.x) * kRowWarps;
   for (std::int64_t r = blockIdx.x * kRowWarps + threadIdx.x / 32; r < p.packed_kv_rows;
        r += warps) {
-    // The last entry whose first K/V row is <= r, as packed_row does for query rows.
-    int lo = 0;
-    int hi = p.num_batch - 1;
-    while (lo < hi) {
-      const int mid = (lo + hi + 1) / 2;
-      if (p.batch[mid].kv_row * p.hkv <= r) {
-        lo = mid;
-      } else {
-        hi = mid - 1;
-      }
-    }
-    const BatchEntry be = p.batch[lo];
-    const std::int64_t local = r - be.kv_row * p.hkv;
-    const auto kvh = static_cast<int>(local / be.skv);
-    const std::int64_t j = local % be.skv;
-    bad |= row_has_nonfinite<T>(p.k, be.k + j * p.k_ts + kvh * p.k_hs, p.dim, lane) ||
-           row_has_nonfinite<T>(p.v, be.v + j * p.v_ts + kvh * p.v_hs, p.dim, lane);
+    const PackedRow kr = packed_kv_row(p, r);
+    const BatchEntry& be = kr.entry;
+    bad |= row_has_nonfinite<T>(p.k, be.k + kr.i * p.k_ts + kr.h * p.k_hs, p.dim, lane) ||
+           row_has_nonfinite<T>(p.v, be.v + kr.i * p.v_ts + kr.h * p.v_hs, p.dim, lane);
   }
   if (__any_sync(kFull, bad) && lane == 0) *p.nonfinite = 1;
 }
