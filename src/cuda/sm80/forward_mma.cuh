@@ -44,29 +44,36 @@ struct ForwardMmaTraits {
   static_assert(SLABS == 1 || (SLABS == 2 && D <= 128), "one or two m16 slabs per warp");
 };
 
-/// Issues cp.async for `rows` rows [r0, r0 + n) of an operand (zero-filling rows >= n).
-template <class T, int D, int THREADS>
-__device__ __forceinline__ void load_tile_async(T* dst, int rows, const void* src,
+/// Issues cp.async for `rows` rows [r0, r0 + n) of an operand (zero-filling rows >= n); the
+/// 16-byte chunk c of tile row r goes to shared address dst(r, c) (the kernel's layout).
+template <class T, int D, int THREADS, class Dst>
+__device__ __forceinline__ void load_rows_async(Dst&& dst, int rows, const void* src,
                                                 std::int64_t base, std::int64_t ts, int r0, int n) {
   constexpr int kChunks = D / 8;
-  constexpr int kPitch = D + 8;
   const T* s = static_cast<const T*>(src);
   for (int c = threadIdx.x; c < rows * kChunks; c += THREADS) {
     const int r = c / kChunks;
     const int ch = c - r * kChunks;
     const bool valid = r < n;
     const T* from = valid ? s + base + static_cast<std::int64_t>(r0 + r) * ts + ch * 8 : s;
-    cp_async_16(smem_addr(dst + r * kPitch + ch * 8), from, valid);
+    cp_async_16(dst(r, ch), from, valid);
   }
+}
+/// The same into rows padded by 16 bytes (D + 8 elements per row).
+template <class T, int D, int THREADS>
+__device__ __forceinline__ void load_tile_async(T* dst, int rows, const void* src,
+                                                std::int64_t base, std::int64_t ts, int r0, int n) {
+  load_rows_async<T, D, THREADS>(
+      [dst](int r, int ch) { return smem_addr(dst + r * (D + 8) + ch * 8); }, rows, src, base, ts,
+      r0, n);
 }
 
 /// The query tile of a work item (rows per tile_row: one head's queries, or with GQA packing
-/// the group's heads' queries); rows >= qn are zero-filled.
-template <class T, int D, int THREADS>
-__device__ __forceinline__ void load_query_tile_async(T* dst, int rows, const AttnParams& p,
+/// the group's heads' queries); rows >= qn are zero-filled; chunk c of row r to dst(r, c).
+template <class T, int D, int THREADS, class Dst>
+__device__ __forceinline__ void load_query_rows_async(Dst&& dst, int rows, const AttnParams& p,
                                                       const BatchEntry& be, int h, int qt, int qn) {
   constexpr int kChunks = D / 8;
-  constexpr int kPitch = D + 8;
   const T* q = static_cast<const T*>(p.q);
   for (int c = threadIdx.x; c < rows * kChunks; c += THREADS) {
     const int r = c / kChunks;
@@ -77,8 +84,15 @@ __device__ __forceinline__ void load_query_tile_async(T* dst, int rows, const At
       const TileRow tr = tile_row(p, h, qt, rows, be.sq, r);
       from = q + be.q + static_cast<std::int64_t>(tr.query) * p.q_ts + tr.head * p.q_hs + ch * 8;
     }
-    cp_async_16(smem_addr(dst + r * kPitch + ch * 8), from, valid);
+    cp_async_16(dst(r, ch), from, valid);
   }
+}
+template <class T, int D, int THREADS>
+__device__ __forceinline__ void load_query_tile_async(T* dst, int rows, const AttnParams& p,
+                                                      const BatchEntry& be, int h, int qt, int qn) {
+  load_query_rows_async<T, D, THREADS>(
+      [dst](int r, int ch) { return smem_addr(dst + r * (D + 8) + ch * 8); }, rows, p, be, h, qt,
+      qn);
 }
 
 /// Issues key tile kt of KV head kvh (K and V, BN rows each, rows past the sequence end
@@ -108,6 +122,207 @@ __device__ __forceinline__ void await_tile(int i, int count, Issue&& issue) {
     cp_async_wait<0>();
   }
   __syncthreads();
+}
+
+// ---- per-fragment steps shared with the sm_90 forward (sm90/forward_wgmma.cuh) ----
+// Each thread holds, per m16 slab sl, rows warp_row0 + 16 sl + group (+ 8) and, per n8 block nb,
+// columns 8 nb + 2 tq (+ 1): the C layout of mma.sync, which wgmma's accumulators share.
+
+/// Masks (the sequence end; PARTIAL tiles: the tile's bitmask, WORDS 64-bit words per key) and
+/// transforms the scores of one key tile: softmax logits in log2 units (post = log2 e), or
+/// sigmoid probabilities. Rows past qn need no mask: their Q rows are zero, nothing is written.
+template <int SL, int NB, int WORDS>
+__device__ __forceinline__ void mask_and_transform(const AttnParams& p, float (&s)[SL][NB][4],
+                                                   const std::uint64_t* tile_bits,
+                                                   const int (&row_bit)[SL][2], int warp_row0,
+                                                   int group, int tq, int jn, int qn, float post) {
+  const bool softmax = p.softmax;
+#pragma unroll
+  for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = nb * 8 + tq * 2 + (e & 1);
+        const int row = warp_row0 + sl * 16 + group + (e >> 1) * 8;
+        bool visible = key < jn && row < qn;
+        if (visible && tile_bits != nullptr) {
+          const int bit = row_bit[sl][e >> 1];
+          const std::uint64_t word = tile_bits[key * WORDS + bit / 64];
+          visible = ((word >> (bit % 64)) & 1U) != 0;
+        }
+        const float x = capped_logit(p, s[sl][nb][e]) * post;
+        if (softmax) {
+          s[sl][nb][e] = visible ? x : neg_inf();
+        } else {
+          s[sl][nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+        }
+      }
+    }
+  }
+}
+
+/// One online-softmax step: new row maxima m (log2 units; scores times to_log2), the tile's
+/// probabilities in place of its scores, row sums l (per-thread partials; the quad is summed in
+/// the epilogue), and O rescaled when a row max of the warp moved.
+template <int SL, int NB, int DB>
+__device__ __forceinline__ void online_softmax(float (&s)[SL][NB][4], float (&m)[SL][2],
+                                               float (&l)[SL][2], float (&o)[SL][DB][4],
+                                               float to_log2) {
+  float alpha[SL][2];
+  bool moved = false;
+#pragma unroll
+  for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = neg_inf();
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) {
+        mx = fmaxf(mx, fmaxf(s[sl][nb][2 * r], s[sl][nb][2 * r + 1]));
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
+      const float m_new = fmaxf(m[sl][r], mx * to_log2);
+      const float m_use = m_new == neg_inf() ? 0.0F : m_new;
+      alpha[sl][r] = m_new == m[sl][r] ? 1.0F : exp2_ftz(m[sl][r] - m_use);
+      moved |= alpha[sl][r] != 1.0F;
+      float sum = 0.0F;
+#pragma unroll
+      for (int nb = 0; nb < NB; ++nb) {
+        s[sl][nb][2 * r] = exp2_ftz(fmaf(s[sl][nb][2 * r], to_log2, -m_use));
+        s[sl][nb][2 * r + 1] = exp2_ftz(fmaf(s[sl][nb][2 * r + 1], to_log2, -m_use));
+        sum += s[sl][nb][2 * r] + s[sl][nb][2 * r + 1];
+      }
+      l[sl][r] = l[sl][r] * alpha[sl][r] + sum;
+      m[sl][r] = m_new;
+    }
+  }
+  // Rescale O only when a row max of the warp moved: past the first tiles of a long row most
+  // tiles leave all of them unchanged (x1 would be exact anyway).
+  if (__any_sync(0xffffffffU, moved)) {
+#pragma unroll
+    for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+      for (int db = 0; db < DB; ++db) {
+        o[sl][db][0] *= alpha[sl][0];
+        o[sl][db][1] *= alpha[sl][0];
+        o[sl][db][2] *= alpha[sl][1];
+        o[sl][db][3] *= alpha[sl][1];
+      }
+    }
+  }
+}
+
+/// The A fragment of k-step kk (keys 16 kk .. 16 kk + 15) of P, from the probabilities.
+template <class T, int NB>
+__device__ __forceinline__ void probability_fragment(const float (&ps)[NB][4], int kk,
+                                                     std::uint32_t (&a)[4]) {
+  a[0] = pack_pair<T>(ps[2 * kk][0], ps[2 * kk][1]);
+  a[1] = pack_pair<T>(ps[2 * kk][2], ps[2 * kk][3]);
+  a[2] = pack_pair<T>(ps[2 * kk + 1][0], ps[2 * kk + 1][1]);
+  a[3] = pack_pair<T>(ps[2 * kk + 1][2], ps[2 * kk + 1][3]);
+}
+
+/// True when this thread's share of the V tile (jn rows of CHUNKS 16-byte chunks; chunk(r, c)
+/// its address) holds an Inf/NaN. The caller OR-reduces it over the block.
+template <class T, int CHUNKS, int THREADS, class Chunk>
+__device__ __forceinline__ bool tile_has_nonfinite(int jn, Chunk&& chunk) {
+  bool bad = false;
+  for (int c = threadIdx.x; c < jn * CHUNKS; c += THREADS) {
+    const int r = c / CHUNKS;
+    const auto* e = reinterpret_cast<const std::uint16_t*>(chunk(r, c - r * CHUNKS));
+#pragma unroll
+    for (int x = 0; x < 8; ++x) bad |= nonfinite_bits<T>(e[x]);
+  }
+  return bad;
+}
+
+/// The exact P.V of one slab for a tile whose V holds Inf/NaN: a weight of zero never reads V.
+/// v_pair(key, col) is the address of V elements (key, col), (key, col + 1) (col even).
+/// NOTE: the n8 blocks of keys are a runtime loop (#pragma unroll 1) that picks its block's
+/// weights from the registers with a select chain: unrolled, this rare path was ~27k of the
+/// 128-row kernel's 38k instructions.
+template <class T, int NB, int DB, class VPair>
+__device__ __forceinline__ void exact_pv(const float (&ps)[NB][4], float (&os)[DB][4], int jn,
+                                         int lane, int tq, VPair&& v_pair) {
+#pragma unroll 1
+  for (int nb = 0; nb < NB && nb * 8 < jn; ++nb) {
+    float pw[4];
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      pw[x] = ps[0][x];
+#pragma unroll
+      for (int c = 1; c < NB; ++c) pw[x] = nb == c ? ps[c][x] : pw[x];
+    }
+#pragma unroll
+    for (int t = 0; t < 8; ++t) {
+      const int key = nb * 8 + t;
+      // The weights of key `key` for rows group and group + 8, from the quad's thread that holds
+      // that key's column.
+      const int src = (lane & ~3) | (t >> 1);
+      const float p0 = __shfl_sync(0xffffffffU, pw[t & 1], src);
+      const float p1 = __shfl_sync(0xffffffffU, pw[2 + (t & 1)], src);
+      if (key >= jn) break;  // warp-uniform
+#pragma unroll
+      for (int db = 0; db < DB; ++db) {
+        const T* vp = v_pair(key, db * 8 + tq * 2);
+        const float v0 = to_float(vp[0]);
+        const float v1 = to_float(vp[1]);
+        os[db][0] = p0 != 0.0F ? fmaf(p0, v0, os[db][0]) : os[db][0];
+        os[db][1] = p0 != 0.0F ? fmaf(p0, v1, os[db][1]) : os[db][1];
+        os[db][2] = p1 != 0.0F ? fmaf(p1, v0, os[db][2]) : os[db][2];
+        os[db][3] = p1 != 0.0F ? fmaf(p1, v1, os[db][3]) : os[db][3];
+      }
+    }
+  }
+}
+
+/// The epilogue of a work item: this thread's rows of O normalized and written with the LSE,
+/// or (w.part >= 0) the unnormalized split-KV part for the merge kernel.
+template <class T, int D, int BM, int SL>
+__device__ __forceinline__ void store_forward_rows(const AttnParams& p, const RowWork& w,
+                                                   const BatchEntry& be, float (&o)[SL][D / 8][4],
+                                                   float (&m)[SL][2], float (&l)[SL][2],
+                                                   int warp_row0, int group, int tq, int qn) {
+  constexpr int DB = D / 8;
+  const bool softmax = p.softmax;
+#pragma unroll
+  for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      l[sl][r] += __shfl_xor_sync(0xffffffffU, l[sl][r], 1);
+      l[sl][r] += __shfl_xor_sync(0xffffffffU, l[sl][r], 2);
+      const int row = warp_row0 + sl * 16 + group + r * 8;
+      if (row >= qn) continue;
+      if (w.part >= 0) {
+        const std::int64_t prow = static_cast<std::int64_t>(w.part) * BM + row;
+#pragma unroll
+        for (int db = 0; db < DB; ++db) {
+          float* dst = p.part_acc + prow * D + db * 8 + tq * 2;
+          dst[0] = o[sl][db][2 * r];
+          dst[1] = o[sl][db][2 * r + 1];
+        }
+        if (tq == 0) {
+          p.part_ml[2 * prow] = m[sl][r];
+          p.part_ml[2 * prow + 1] = l[sl][r];
+        }
+        continue;
+      }
+      const TileRow tr = tile_row(p, w.h, w.qt, BM, be.sq, row);
+      const RowFinal f =
+          softmax ? finalize_row(m[sl][r], l[sl][r], sink_log2(p, tr.head)) : RowFinal{1.0F, 0.0F};
+      T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(tr.query) * p.o_ts +
+                tr.head * p.o_hs;
+#pragma unroll
+      for (int db = 0; db < DB; ++db) {
+        *reinterpret_cast<std::uint32_t*>(orow + db * 8 + tq * 2) =
+            pack_pair<T>(o[sl][db][2 * r] * f.factor, o[sl][db][2 * r + 1] * f.factor);
+      }
+      if (tq == 0 && p.lse != nullptr && softmax) {
+        p.lse[be.lse + tr.head * p.lse_hs + static_cast<std::int64_t>(tr.query) * p.lse_ts] = f.lse;
+      }
+    }
+  }
 }
 
 template <class T, int D, int WARPS, int SLABS>
@@ -203,14 +418,8 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
       // no masked key (rows past the sequence end are zero-filled), so it skips the scan.
       bool v_nonfinite = false;
       if (bits_index >= 0) {  // block-uniform, so the barrier below is too
-        bool v_bad = false;
-        for (int c = threadIdx.x; c < jn * Tr::kChunks; c += Tr::kThreads) {
-          const int r = c / Tr::kChunks;
-          const auto* e =
-              reinterpret_cast<const std::uint16_t*>(vb + r * P + (c - r * Tr::kChunks) * 8);
-#pragma unroll
-          for (int x = 0; x < 8; ++x) v_bad |= nonfinite_bits<T>(e[x]);
-        }
+        const bool v_bad = tile_has_nonfinite<T, Tr::kChunks, Tr::kThreads>(
+            jn, [&](int r, int c) { return vb + r * P + c * 8; });
         v_nonfinite = __syncthreads_or(v_bad) != 0;
       }
 
@@ -253,75 +462,10 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
                                   static_cast<std::int64_t>(bits_index) * BN * Tr::kWordsPerRow
                             : nullptr;
         if (!raw_scores) {
-#pragma unroll
-          for (int sl = 0; sl < SL; ++sl) {
-#pragma unroll
-            for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const int key = nb * 8 + tq * 2 + (e & 1);
-                const int row = warp_row0 + sl * 16 + group + (e >> 1) * 8;
-                bool visible = key < jn && row < qn;
-                if (visible && tile_bits != nullptr) {
-                  const int bit = row_bit[sl][e >> 1];
-                  const std::uint64_t word = tile_bits[key * Tr::kWordsPerRow + bit / 64];
-                  visible = ((word >> (bit % 64)) & 1U) != 0;
-                }
-                const float x = capped_logit(p, s[sl][nb][e]) * post;
-                if (softmax) {
-                  s[sl][nb][e] = visible ? x : neg_inf();
-                } else {
-                  s[sl][nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
-                }
-              }
-            }
-          }
+          mask_and_transform<SL, NB, Tr::kWordsPerRow>(p, s, tile_bits, row_bit, warp_row0, group,
+                                                       tq, jn, qn, post);
         }
-        if (softmax) {
-          float alpha[SL][2];
-          bool moved = false;
-#pragma unroll
-          for (int sl = 0; sl < SL; ++sl) {
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-              float mx = neg_inf();
-#pragma unroll
-              for (int nb = 0; nb < NB; ++nb) {
-                mx = fmaxf(mx, fmaxf(s[sl][nb][2 * r], s[sl][nb][2 * r + 1]));
-              }
-              mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
-              mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
-              const float m_new = fmaxf(m[sl][r], mx * to_log2);
-              const float m_use = m_new == neg_inf() ? 0.0F : m_new;
-              alpha[sl][r] = m_new == m[sl][r] ? 1.0F : exp2_ftz(m[sl][r] - m_use);
-              moved |= alpha[sl][r] != 1.0F;
-              float sum = 0.0F;
-#pragma unroll
-              for (int nb = 0; nb < NB; ++nb) {
-                s[sl][nb][2 * r] = exp2_ftz(fmaf(s[sl][nb][2 * r], to_log2, -m_use));
-                s[sl][nb][2 * r + 1] = exp2_ftz(fmaf(s[sl][nb][2 * r + 1], to_log2, -m_use));
-                sum += s[sl][nb][2 * r] + s[sl][nb][2 * r + 1];
-              }
-              // Per-thread partial; the quad is summed in the epilogue.
-              l[sl][r] = l[sl][r] * alpha[sl][r] + sum;
-              m[sl][r] = m_new;
-            }
-          }
-          // Rescale O only when a row max of the warp moved: past the first tiles of a long row
-          // most tiles leave all of them unchanged (x1 would be exact anyway).
-          if (__any_sync(0xffffffffU, moved)) {
-#pragma unroll
-            for (int sl = 0; sl < SL; ++sl) {
-#pragma unroll
-              for (int db = 0; db < DB; ++db) {
-                o[sl][db][0] *= alpha[sl][0];
-                o[sl][db][1] *= alpha[sl][0];
-                o[sl][db][2] *= alpha[sl][1];
-                o[sl][db][3] *= alpha[sl][1];
-              }
-            }
-          }
-        }
+        if (softmax) online_softmax(s, m, l, o, to_log2);
 
         // ---- O += P V (each V fragment serves the warp's SL slabs) ----
         if (!v_nonfinite) {
@@ -329,12 +473,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
           for (int kk = 0; kk < BN / 16; ++kk) {
             std::uint32_t a[SL][4];
 #pragma unroll
-            for (int sl = 0; sl < SL; ++sl) {
-              a[sl][0] = pack_pair<T>(s[sl][2 * kk][0], s[sl][2 * kk][1]);
-              a[sl][1] = pack_pair<T>(s[sl][2 * kk][2], s[sl][2 * kk][3]);
-              a[sl][2] = pack_pair<T>(s[sl][2 * kk + 1][0], s[sl][2 * kk + 1][1]);
-              a[sl][3] = pack_pair<T>(s[sl][2 * kk + 1][2], s[sl][2 * kk + 1][3]);
-            }
+            for (int sl = 0; sl < SL; ++sl) probability_fragment<T>(s[sl], kk, a[sl]);
 #pragma unroll
             for (int db = 0; db < DB; db += 2) {
               std::uint32_t b[4];
@@ -349,89 +488,17 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
             }
           }
         } else {
-          // Exact path: a weight of zero never reads V. One slab at a time (an inlined call per
-          // slab keeps every register index static). NOTE: the n8 blocks of keys are a runtime
-          // loop (#pragma unroll 1) that picks its block's weights from the registers with a
-          // select chain: unrolled, this rare path was ~27k of the kernel's 38k instructions.
-          auto exact_pv = [&](const float(&ps)[NB][4], float(&os)[DB][4]) {
-#pragma unroll 1
-            for (int nb = 0; nb < NB && nb * 8 < jn; ++nb) {
-              float pw[4];
-#pragma unroll
-              for (int x = 0; x < 4; ++x) {
-                pw[x] = ps[0][x];
-#pragma unroll
-                for (int c = 1; c < NB; ++c) pw[x] = nb == c ? ps[c][x] : pw[x];
-              }
-#pragma unroll
-              for (int t = 0; t < 8; ++t) {
-                const int key = nb * 8 + t;
-                // The weights of key `key` for rows group and group + 8, from the quad's thread
-                // that holds that key's column.
-                const int src = (lane & ~3) | (t >> 1);
-                const float p0 = __shfl_sync(0xffffffffU, pw[t & 1], src);
-                const float p1 = __shfl_sync(0xffffffffU, pw[2 + (t & 1)], src);
-                if (key >= jn) break;  // warp-uniform
-                const T* vrow = vb + key * P + tq * 2;
-#pragma unroll
-                for (int db = 0; db < DB; ++db) {
-                  const float v0 = to_float(vrow[db * 8]);
-                  const float v1 = to_float(vrow[db * 8 + 1]);
-                  os[db][0] = p0 != 0.0F ? fmaf(p0, v0, os[db][0]) : os[db][0];
-                  os[db][1] = p0 != 0.0F ? fmaf(p0, v1, os[db][1]) : os[db][1];
-                  os[db][2] = p1 != 0.0F ? fmaf(p1, v0, os[db][2]) : os[db][2];
-                  os[db][3] = p1 != 0.0F ? fmaf(p1, v1, os[db][3]) : os[db][3];
-                }
-              }
-            }
-          };
-          exact_pv(s[0], o[0]);
-          if constexpr (SL == 2) exact_pv(s[1], o[1]);
+          // Exact path, one slab at a time.
+          auto v_pair = [&](int key, int col) { return vb + key * P + col; };
+          exact_pv<T>(s[0], o[0], jn, lane, tq, v_pair);
+          if constexpr (SL == 2) exact_pv<T>(s[1], o[1], jn, lane, tq, v_pair);
         }
       }
       __syncthreads();  // this buffer is refilled by the prefetch of iteration i + 2
     }
     cp_async_wait<0>();  // Q alone was in flight when the tile has no key tiles
 
-    // ---- epilogue ----
-#pragma unroll
-    for (int sl = 0; sl < SL; ++sl) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        l[sl][r] += __shfl_xor_sync(0xffffffffU, l[sl][r], 1);
-        l[sl][r] += __shfl_xor_sync(0xffffffffU, l[sl][r], 2);
-        const int row = warp_row0 + sl * 16 + group + r * 8;
-        if (row >= qn) continue;
-        if (w.part >= 0) {
-          const std::int64_t prow = static_cast<std::int64_t>(w.part) * BM + row;
-#pragma unroll
-          for (int db = 0; db < DB; ++db) {
-            float* dst = p.part_acc + prow * D + db * 8 + tq * 2;
-            dst[0] = o[sl][db][2 * r];
-            dst[1] = o[sl][db][2 * r + 1];
-          }
-          if (tq == 0) {
-            p.part_ml[2 * prow] = m[sl][r];
-            p.part_ml[2 * prow + 1] = l[sl][r];
-          }
-          continue;
-        }
-        const TileRow tr = tile_row(p, w.h, w.qt, BM, be.sq, row);
-        const RowFinal f = softmax ? finalize_row(m[sl][r], l[sl][r], sink_log2(p, tr.head))
-                                   : RowFinal{1.0F, 0.0F};
-        T* orow = static_cast<T*>(p.out) + be.out + static_cast<std::int64_t>(tr.query) * p.o_ts +
-                  tr.head * p.o_hs;
-#pragma unroll
-        for (int db = 0; db < DB; ++db) {
-          *reinterpret_cast<std::uint32_t*>(orow + db * 8 + tq * 2) =
-              pack_pair<T>(o[sl][db][2 * r] * f.factor, o[sl][db][2 * r + 1] * f.factor);
-        }
-        if (tq == 0 && p.lse != nullptr && softmax) {
-          p.lse[be.lse + tr.head * p.lse_hs + static_cast<std::int64_t>(tr.query) * p.lse_ts] =
-              f.lse;
-        }
-      }
-    }
+    store_forward_rows<T, D, BM, SL>(p, w, be, o, m, l, warp_row0, group, tq, qn);
   });
 }
 
