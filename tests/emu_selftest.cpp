@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Self-test of the CUDA emulator (src/cuda/emu), built only with LONGATTN_CUDA_EMULATOR: the
-// fragment layouts of ldmatrix + mma against a scalar product, shuffles, __syncthreads_or,
+// fragment layouts of ldmatrix + mma and of wgmma (SW128 descriptors, both majors, A from
+// registers) against a scalar product, shuffles, __syncthreads_or,
 // cp.async poisoning, and that a divergent warp, a deadlock, and too much dynamic shared
 // memory fail the launch. Exit status 0 when every check holds.
 #include <cstdio>
@@ -9,6 +10,7 @@
 
 #include "cuda/common/device.cuh"
 #include "cuda/common/ptx.cuh"
+#include "cuda/common/wgmma.cuh"
 
 namespace longattn::detail::cuda {
 namespace {
@@ -73,6 +75,107 @@ void test_mma() {
     }
   }
   expect(same, "ldmatrix + mma.m16n8k16 equal the scalar product");
+}
+
+// ---- wgmma on SW128 panels, as the Hopper forward uses them ----
+// p.q: A [64][64] bf16 row-major; p.k: B^T [64][64] (row n = column n of B); p.v: V [64][128];
+// p.out: S = A B [64][64] then O = bf16(S) V [64][128], floats. One warpgroup.
+void wgmma_kernel(const AttnParams p) {
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  unsigned char* as = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
+  unsigned char* bs = as + 64 * 128;  // one 64-row panel each
+  unsigned char* vs = bs + 64 * 128;  // two panels of 64 rows (columns 0-63, 64-127)
+  const int t = static_cast<int>(threadIdx.x);
+  const auto* a = static_cast<const __nv_bfloat16*>(p.q);
+  const auto* b = static_cast<const __nv_bfloat16*>(p.k);
+  const auto* v = static_cast<const __nv_bfloat16*>(p.v);
+  for (int i = t; i < 64 * 64; i += 128) {
+    std::memcpy(as + sw128_offset(64, i / 64, i % 64), a + i, 2);
+    std::memcpy(bs + sw128_offset(64, i / 64, i % 64), b + i, 2);
+  }
+  for (int i = t; i < 64 * 128; i += 128) {
+    std::memcpy(vs + sw128_offset(64, i / 128, i % 128), v + i, 2);
+  }
+  fence_proxy_async();
+  __syncthreads();
+  float s[8][4];
+  const WgmmaDesc ad = wgmma_desc(smem_addr(as), 16, 1024);
+  const WgmmaDesc bd = wgmma_desc(smem_addr(bs), 16, 1024);
+  wgmma_fence();
+  for (int kk = 0; kk < 4; ++kk) wgmma_ss<__nv_bfloat16, 64>(s, ad + 2 * kk, bd + 2 * kk, kk > 0);
+  wgmma_commit();
+  wgmma_wait<0>();
+  float o[16][4] = {};
+  std::uint32_t pf[4][4];
+  for (int kk = 0; kk < 4; ++kk) {
+    pf[kk][0] = pack_pair<__nv_bfloat16>(s[2 * kk][0], s[2 * kk][1]);
+    pf[kk][1] = pack_pair<__nv_bfloat16>(s[2 * kk][2], s[2 * kk][3]);
+    pf[kk][2] = pack_pair<__nv_bfloat16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    pf[kk][3] = pack_pair<__nv_bfloat16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+  }
+  const WgmmaDesc vd = wgmma_desc(smem_addr(vs), 64 * 128, 1024);
+  wgmma_fence();
+  for (int kk = 0; kk < 4; ++kk) wgmma_rs_tb<__nv_bfloat16, 128>(o, pf[kk], vd + kk * 128, true);
+  wgmma_commit();
+  const float before = o[0][0];  // still the old accumulator until the wait
+  wgmma_wait<0>();
+  auto* out = static_cast<float*>(p.out);
+  const int row = 16 * (t / 32) + (t % 32) / 4;
+  const int col = 2 * (t % 4);
+  for (int nb = 0; nb < 8; ++nb) {
+    for (int e = 0; e < 4; ++e) out[(row + (e >> 1) * 8) * 64 + nb * 8 + col + (e & 1)] = s[nb][e];
+  }
+  for (int nb = 0; nb < 16; ++nb) {
+    for (int e = 0; e < 4; ++e) {
+      out[64 * 64 + (row + (e >> 1) * 8) * 128 + nb * 8 + col + (e & 1)] = o[nb][e];
+    }
+  }
+  if (t == 0) out[64 * 64 + 64 * 128] = before;
+}
+
+void test_wgmma() {
+  std::vector<__nv_bfloat16> a(64 * 64);
+  std::vector<__nv_bfloat16> bt(64 * 64);
+  std::vector<__nv_bfloat16> v(64 * 128);
+  std::vector<float> out(64 * 64 + 64 * 128 + 1, -1.0F);
+  for (int i = 0; i < 64 * 64; ++i) {
+    a[i] = __float2bfloat16_rn(static_cast<float>((i * 7) % 5) - 2);
+    bt[i] = __float2bfloat16_rn(static_cast<float>((i * 5) % 3) - 1);
+  }
+  for (int i = 0; i < 64 * 128; ++i)
+    v[i] = __float2bfloat16_rn(static_cast<float>((i * 3) % 7) - 3);
+  AttnParams p{};
+  p.q = a.data();
+  p.k = bt.data();
+  p.v = v.data();
+  p.out = out.data();
+  const int smem = 4 * 64 * 128 + 1024;
+  cudaFuncSetAttribute(wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  launch_kernel(wgmma_kernel, dim3(1), dim3(128), smem, nullptr, p);
+  expect(cudaGetLastError() == cudaSuccess, "wgmma launch");
+  bool s_same = true;
+  bool o_same = true;
+  std::vector<float> sref(64 * 64);
+  for (int m = 0; m < 64; ++m) {
+    for (int n = 0; n < 64; ++n) {
+      float ref = 0.0F;
+      for (int k = 0; k < 64; ++k) {
+        ref += __bfloat162float(a[m * 64 + k]) * __bfloat162float(bt[n * 64 + k]);
+      }
+      sref[m * 64 + n] = ref;
+      s_same &= out[m * 64 + n] == ref;  // small integers: exact
+    }
+  }
+  for (int m = 0; m < 64; ++m) {
+    for (int n = 0; n < 128; ++n) {
+      float ref = 0.0F;
+      for (int k = 0; k < 64; ++k) ref += sref[m * 64 + k] * __bfloat162float(v[k * 128 + n]);
+      o_same &= out[64 * 64 + m * 128 + n] == ref;
+    }
+  }
+  expect(s_same, "wgmma m64n64k16 (K-major A and B in SW128 panels) equals the scalar product");
+  expect(o_same, "wgmma m64n128k16 (A from registers, N-major B) equals the scalar product");
+  expect(out[64 * 64 + 64 * 128] == 0.0F, "wgmma accumulators change only at the wait");
 }
 
 // ---- shuffles and the block vote ----
@@ -156,6 +259,7 @@ void test_faults() {
 int main() {
   using namespace longattn::detail::cuda;
   test_mma();
+  test_wgmma();
   test_shuffles();
   test_cp_async();
   test_faults();

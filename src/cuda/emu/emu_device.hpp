@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 
 #include "cuda/params.hpp"
 
@@ -75,6 +76,14 @@ unsigned char* dynamic_shared_memory();
 void cp_async_queue(std::uintptr_t dst, const void* src, bool valid);
 void cp_async_commit_group();
 void cp_async_wait_groups(int keep_pending);
+
+/// wgmma emulation (cuda/emu/wgmma_emu.hpp): an mma_async is queued as `op` in the thread's
+/// open group; the commit closes the group; the wait runs the ops of every group but the
+/// newest `keep_pending`, in order. A thread that returns with wgmma ops not waited for fails
+/// the launch.
+void wgmma_queue(std::function<void()> op);
+void wgmma_commit_group();
+void wgmma_wait_groups(int keep_pending);
 
 /// Counts the bytes of a global atomic (the instruction mix of LONGATTN_EMU_STATS).
 void count_atomic(std::size_t bytes);

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -151,6 +152,8 @@ struct Fiber {
   const char* waiting_at = "";
   std::vector<Copy> open_group;
   std::deque<std::vector<Copy>> groups;
+  std::vector<std::function<void()>> wgmma_open;
+  std::deque<std::vector<std::function<void()>>> wgmma_groups;
 };
 
 struct Warp {
@@ -192,6 +195,9 @@ void yield_to_scheduler() { switch_context(current().context, g_launch->schedule
 [[noreturn]] void run_fiber() {
   entered_fiber(g_launch->scheduler);
   g_launch->kernel(*g_launch->params);
+  if (!current().wgmma_open.empty() || !current().wgmma_groups.empty()) {
+    fault("wgmma", "the thread returned with wgmma.mma_async not waited for");
+  }
   current().state = State::kDone;
   switch_context(current().context, g_launch->scheduler, true);  // never resumed
   std::abort();
@@ -209,7 +215,7 @@ std::string where() {
 /// each kind, block barriers, cp.async and global atomic bytes, an instruction mix for reasoning
 /// about a kernel's balance without a GPU.
 struct Stats {
-  std::uint64_t mma = 0, ldmatrix = 0, shuffles = 0, barriers = 0, cp_async_bytes = 0,
+  std::uint64_t mma = 0, wgmma = 0, ldmatrix = 0, shuffles = 0, barriers = 0, cp_async_bytes = 0,
                 atomic_bytes = 0;
 };
 Stats g_stats;
@@ -254,6 +260,8 @@ bool run_block(Launch& launch) {
     f.waiting_at = "";
     f.open_group.clear();
     f.groups.clear();
+    f.wgmma_open.clear();
+    f.wgmma_groups.clear();
     make_context(f.context, f.stack, kStackBytes, run_fiber);
   }
   // Greedy order: always the lowest-numbered thread that can run (the highest with
@@ -409,6 +417,24 @@ void cp_async_queue(std::uintptr_t dst, const void* src, bool valid) {
   current().open_group.push_back({dst, src, valid});
 }
 
+void wgmma_queue(std::function<void()> op) {
+  ++g_stats.wgmma;
+  current().wgmma_open.push_back(std::move(op));
+}
+void wgmma_commit_group() {
+  Fiber& f = current();
+  f.wgmma_groups.push_back(std::move(f.wgmma_open));
+  f.wgmma_open.clear();
+}
+void wgmma_wait_groups(int keep_pending) {
+  Fiber& f = current();
+  while (static_cast<int>(f.wgmma_groups.size()) > keep_pending) {
+    const auto group = std::move(f.wgmma_groups.front());
+    f.wgmma_groups.pop_front();
+    for (const auto& op : group) op();
+  }
+}
+
 void cp_async_commit_group() {
   Fiber& f = current();
   f.groups.push_back(std::move(f.open_group));
@@ -492,8 +518,10 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
     std::fprintf(
         stderr,
         "longattn CUDA emulator: grid (%u,%u,%u) x %d threads, %zu B shared: warp mma "
-        "%llu, ldmatrix %llu, shuffles %llu; barriers %llu; cp.async %.1f KB; atomics %.1f KB\n",
+        "%llu, warpgroup wgmma %llu, ldmatrix %llu, shuffles %llu; barriers %llu; cp.async %.1f "
+        "KB; atomics %.1f KB\n",
         grid.x, grid.y, grid.z, threads, dynamic_smem, static_cast<unsigned long long>(g_stats.mma),
+        static_cast<unsigned long long>(g_stats.wgmma / 128),
         static_cast<unsigned long long>(g_stats.ldmatrix),
         static_cast<unsigned long long>(g_stats.shuffles),
         static_cast<unsigned long long>(g_stats.barriers),
