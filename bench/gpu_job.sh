@@ -18,6 +18,8 @@
 #   STAGES="profile flex" bash bench/gpu_job.sh  (ncu on the bar's kernels; FlexAttention masks)
 #   STAGES="hotspots" bash bench/gpu_job.sh  (stall samples per SASS instruction: the 128t forward
 #     on full and sliding_window_causal, the fast backward; bench/ncu_hotspots.py reads them)
+# LONGATTN_CUDA_FORWARD_TILE=128h (the sm_90a wgmma forward, not yet taken by default) runs in
+# the check (full and quick lists), sanitize, bench (tile A/Bs) and profile stages.
 # The build stage uses .gpudeps/bin/longattn.xz when it runs there (it saves minutes of device
 # time) and builds with CMake otherwise.
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
@@ -95,7 +97,14 @@ stage_check() {
   grep -E "FAIL" "$LOGS/check.log" | head -n 20
   record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
   # The rule picks 64- or 128-row forward tiles by shape; run each kernel on the quick list,
-  # and the fast backward on 64-key tiles (the default is 128 where instantiated).
+  # and the fast backward on 64-key tiles (the default is 128 where instantiated). 128h is the
+  # wgmma kernel (sm_90a), taken only when forced until these runs show it correct and faster;
+  # it also runs the full list.
+  LONGATTN_CUDA_FORWARD_TILE=128h timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" \
+    >"$LOGS/check_full128h.log" 2>&1
+  rc=$?
+  grep -E "FAIL" "$LOGS/check_full128h.log" | head -n 20
+  record check128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "full list: $(tail -n 1 "$LOGS/check_full128h.log")"
   for tile in 64 128t 128w; do
     LONGATTN_CUDA_FORWARD_TILE=$tile LONGATTN_CUDA_BACKWARD_TILE=64 timeout $(cap 200) "$CLI" check \
       --device cuda --quick "${filter[@]}" >"$LOGS/check_tile$tile.log" 2>&1
@@ -115,6 +124,15 @@ stage_sanitize() {
     "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck.log" 2>&1
   rc=$?
   record racecheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck.log" | tail -n 1)"
+  # The wgmma forward (forced): memcheck on the quick list, racecheck on the pattern cases.
+  LONGATTN_CUDA_FORWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool memcheck \
+    --error-exitcode 9 "$CLI" check --device cuda --quick >"$LOGS/memcheck128h.log" 2>&1
+  rc=$?
+  record memcheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck128h.log" | tail -n 1)"
+  LONGATTN_CUDA_FORWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool racecheck \
+    --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck128h.log" 2>&1
+  rc=$?
+  record racecheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck128h.log" | tail -n 1)"
 }
 
 stage_bench() {
@@ -129,7 +147,7 @@ stage_bench() {
   # The same at D = 64 (H = 32) and at S = 4096, where the rule weighs waves of each tile.
   for shape in "16 16384 128" "32 16384 64" "16 4096 128"; do
     read -r heads len dim <<<"$shape"
-    for tile in 64 128t 128w; do
+    for tile in 128h 64 128t 128w; do
       LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
         --B 1 --H "$heads" --S "$len" --D "$dim" --mask full,causal --fwd --reps 5 --no-check \
         >"$LOGS/bench_tile${tile}_S${len}_D$dim.log" 2>&1
@@ -138,7 +156,7 @@ stage_bench() {
     done
   done
   # The sparse masks that trail Flex most, on each forward tile (the rule takes 128 rows there).
-  for tile in 64 128t; do
+  for tile in 128h 64 128t; do
     LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 64 --Hkv 8 --S 16384 --D 128 --mask sliding_window_causal,causal_document --fwd \
       --reps 5 --no-check >"$LOGS/bench_masks_tile$tile.log" 2>&1
@@ -185,8 +203,8 @@ stage_profile() {
   sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis
             --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy
             --section LaunchStats)
-  for tile in 64 128t 128w; do
-    LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:forward_mma \
+  for tile in 128h 64 128t 128w; do
+    LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"forward_(mma|wgmma)" \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 16 --S 16384 --D 128 --mask causal --fwd --reps 1 --no-check \
       >"$LOGS/ncu_fwd_tile$tile.txt" 2>&1

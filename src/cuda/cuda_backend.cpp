@@ -597,6 +597,11 @@ const MmaKernel* tensor_core_kernel(const Problem& p, MmaKind kind) {
       (!aligned16(p.dout) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv))) {
     return nullptr;
   }
+  // The wgmma kernels are sm_90a code: compute capability 9.0 alone.
+  if (kind == MmaKind::kForwardHopper &&
+      (props(p.device_index).major != 9 || props(p.device_index).minor != 0)) {
+    return nullptr;
+  }
   return find_mma(kind, elem_of(p.dtype), static_cast<int>(p.dim));
 }
 
@@ -607,8 +612,9 @@ std::int64_t total_rows(const Problem& p) {
 }
 
 /// LONGATTN_CUDA_FORWARD_TILE forces the tensor-core forward's query tile (where that instance
-/// exists): 64; 128 (the 4-warp x 32-row kernel, else the 8-warp x 16-row one); 128t or 128w
-/// (only that one). Unset or empty: the rule in choose_forward (tile 0).
+/// exists): 64; 128 (the 4-warp x 32-row kernel, else the 8-warp x 16-row one); 128t, 128w or
+/// 128h (only that one; 128h: the wgmma kernel, on compute capability 9.0; not taken unless
+/// forced until it is measured on a GPU). Unset or empty: the rule in choose_forward (tile 0).
 struct ForwardForce {
   int tile = 0;
   MmaKind tall_first = MmaKind::kForwardTall;  // the 128-row kernel tried first
@@ -634,7 +640,7 @@ int env_choice(const char* name, std::initializer_list<const char*> values) {
 const ForwardForce& forced_forward() {
   static const ForwardForce forced = [] {
     ForwardForce f;
-    switch (env_choice("LONGATTN_CUDA_FORWARD_TILE", {"64", "128", "128t", "128w"})) {
+    switch (env_choice("LONGATTN_CUDA_FORWARD_TILE", {"64", "128", "128t", "128w", "128h"})) {
       case 0:
         f.tile = kMmaTileQ;
         break;
@@ -646,6 +652,9 @@ const ForwardForce& forced_forward() {
         break;
       case 3:
         f = {kMmaWideTileQ, MmaKind::kForwardWide, true};
+        break;
+      case 4:
+        f = {kMmaWideTileQ, MmaKind::kForwardHopper, true};
         break;
       default:
         break;
@@ -687,7 +696,7 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
       if (force.only && kind != first) break;
       const MmaKernel* k = tensor_core_kernel(p, kind);
       const int occupancy = k != nullptr ? mma_occupancy(k, p.device_index) : 0;
-      const int warps = occupancy * (kind == MmaKind::kForwardWide ? 8 : 4);
+      const int warps = occupancy * (kind == MmaKind::kForwardTall ? 4 : 8);
       if (warps > best_warps) {
         best = {k, occupancy, kMmaWideTileQ, mma_tile_k(static_cast<int>(p.dim))};
         best_warps = warps;
@@ -790,6 +799,10 @@ std::string describe_kernels(const Problem& p) {
     tile_q = c.tile_q;
     tile_k = c.tile_k;
     if (c.mma->kind == MmaKind::kForwardTall) shape = ", 32 rows per warp";
+    if (c.mma->kind == MmaKind::kForwardHopper) {
+      return "tensor cores (wgmma, sm_90a), tile " + std::to_string(c.tile_q) + "x" +
+             std::to_string(c.tile_k);
+    }
   }
   const bool packed =
       !p.dout.present() && use_gqa_packing(p, *cached_schedules(p, tile_q, tile_k), tile_q);

@@ -53,6 +53,13 @@ int forward_mma_occupancy();
 template <int ELEM, int D, int WARPS, int SLABS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
+/// Hopper forward (sm90/forward_wgmma.cuh: wgmma on two warpgroups, 128 x 64 tiles) for ELEM and
+/// D = 64 or 128; compiled for sm_90a only (kernels.list kind fwdh).
+template <int ELEM, int D>
+int forward_wgmma_occupancy();
+template <int ELEM, int D>
+cudaError_t launch_forward_wgmma(const AttnParams& p, int grid, cudaStream_t stream);
+
 /// Tensor-core backward for ELEM and D <= 128 over a 64 x KEYS schedule; instantiated like the
 /// forward. KEYS = 64: the fast mode (dK/dV with atomic dQ, when p.dq_accum is set) or the
 /// deterministic one (dK/dV pass, then dQ pass). KEYS = 128: the fast mode only. The row
@@ -63,12 +70,14 @@ template <int ELEM, int D, int KEYS>
 cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
 /// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles on 8
-/// warps; kForwardTall: 128-row query tiles on 4 warps of 32 rows; kBackwardWide: the fast
-/// backward on 128-key tiles).
+/// warps; kForwardTall: 128-row query tiles on 4 warps of 32 rows; kForwardHopper: 128-row
+/// query tiles on 2 warpgroups with wgmma, sm_90 only; kBackwardWide: the fast backward on
+/// 128-key tiles).
 enum class MmaKind : std::uint8_t {
   kForward,
   kForwardWide,
   kForwardTall,
+  kForwardHopper,
   kBackward,
   kBackwardWide
 };
