@@ -241,13 +241,33 @@ void lanes_exit_kernel(const AttnParams /*p*/) {
   (void)__shfl_xor_sync(0xffffffffU, 1, 1);
 }
 
+// Writes the accumulators of an S = Q K^T still in flight (the pipelined Hopper forward must
+// wait for its P.V before the softmax touches O).
+void wgmma_write_in_flight_kernel(const AttnParams /*p*/) {
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  unsigned char* panels = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
+  const WgmmaDesc d = wgmma_desc(smem_addr(panels), 16, 1024);
+  float s[8][4] = {};
+  wgmma_fence();
+  wgmma_ss<__nv_bfloat16, 64>(s, d, d, true);
+  wgmma_commit();
+  s[3][1] += 1.0F;
+  wgmma_wait<0>();
+}
+
 void test_faults() {
   const AttnParams p{};
-  std::fprintf(stderr, "(the three emulator diagnostics below are expected)\n");
+  std::fprintf(stderr, "(the four emulator diagnostics below are expected)\n");
   launch_kernel(divergent_kernel, dim3(1), dim3(32), 0, nullptr, p);
   expect(cudaGetLastError() == cudaErrorLaunchFailure, "divergent warp collective fails");
   launch_kernel(lanes_exit_kernel, dim3(2), dim3(64), 0, nullptr, p);
   expect(cudaGetLastError() == cudaErrorLaunchFailure, "deadlocked warp fails");
+  const int panel_smem = 64 * 128 + 1024;
+  cudaFuncSetAttribute(wgmma_write_in_flight_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       panel_smem);
+  launch_kernel(wgmma_write_in_flight_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
+  expect(cudaGetLastError() == cudaErrorLaunchFailure,
+         "writing the accumulators of a wgmma in flight fails");
   launch_kernel(shuffle_kernel, dim3(1), dim3(128), 64 * 1024, nullptr, p);
   expect(cudaGetLastError() == cudaErrorInvalidValue,
          "64 KB of dynamic shared memory without the attribute fails");

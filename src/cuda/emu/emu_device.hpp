@@ -80,8 +80,16 @@ void cp_async_wait_groups(int keep_pending);
 /// wgmma emulation (cuda/emu/wgmma_emu.hpp): an mma_async is queued as `op` in the thread's
 /// open group; the commit closes the group; the wait runs the ops of every group but the
 /// newest `keep_pending`, in order. A thread that returns with wgmma ops not waited for fails
-/// the launch.
-void wgmma_queue(std::function<void()> op);
+/// the launch. `registers` are the bytes the instruction owns until it retires (its
+/// accumulators, its A fragment): the PTX ISA leaves a write to them before the wait undefined,
+/// so the emulator compares them with their value at the issue (or at the retirement of the
+/// previous op of the chain on the same accumulators) and fails the launch when they changed.
+struct WgmmaRegisters {
+  const void* address = nullptr;
+  std::size_t bytes = 0;
+};
+void wgmma_queue(std::function<void()> op, WgmmaRegisters accumulators,
+                 WgmmaRegisters a_fragment = {});
 void wgmma_commit_group();
 void wgmma_wait_groups(int keep_pending);
 

@@ -141,6 +141,26 @@ void switch_context(Context& from, Context& to, bool /*leaving_for_good*/ = fals
 void entered_fiber(Context& /*scheduler*/) {}
 #endif
 
+/// Registers an mma_async in flight owns, with the bytes they must still hold when it runs.
+struct GuardedRegisters {
+  const unsigned char* address = nullptr;
+  std::vector<unsigned char> expected;
+  void capture() { std::memcpy(expected.data(), address, expected.size()); }
+  [[nodiscard]] bool unchanged() const {
+    return std::memcmp(expected.data(), address, expected.size()) == 0;
+  }
+  [[nodiscard]] bool overlaps(const GuardedRegisters& other) const {
+    return address < other.address + other.expected.size() &&
+           other.address < address + expected.size();
+  }
+};
+
+struct WgmmaOp {
+  std::function<void()> run;
+  GuardedRegisters accumulators;
+  GuardedRegisters a_fragment;  // empty for shared-memory A
+};
+
 struct Fiber {
   Context context;
   char* stack = nullptr;  // kStackBytes from the launch's stack pool
@@ -152,8 +172,8 @@ struct Fiber {
   const char* waiting_at = "";
   std::vector<Copy> open_group;
   std::deque<std::vector<Copy>> groups;
-  std::vector<std::function<void()>> wgmma_open;
-  std::deque<std::vector<std::function<void()>>> wgmma_groups;
+  std::vector<WgmmaOp> wgmma_open;
+  std::deque<std::vector<WgmmaOp>> wgmma_groups;
 };
 
 struct Warp {
@@ -417,9 +437,18 @@ void cp_async_queue(std::uintptr_t dst, const void* src, bool valid) {
   current().open_group.push_back({dst, src, valid});
 }
 
-void wgmma_queue(std::function<void()> op) {
+namespace {
+GuardedRegisters guard(WgmmaRegisters r) {
+  GuardedRegisters g{static_cast<const unsigned char*>(r.address),
+                     std::vector<unsigned char>(r.bytes)};
+  if (r.bytes > 0) g.capture();
+  return g;
+}
+}  // namespace
+
+void wgmma_queue(std::function<void()> op, WgmmaRegisters accumulators, WgmmaRegisters a_fragment) {
   ++g_stats.wgmma;
-  current().wgmma_open.push_back(std::move(op));
+  current().wgmma_open.push_back({std::move(op), guard(accumulators), guard(a_fragment)});
 }
 void wgmma_commit_group() {
   Fiber& f = current();
@@ -429,9 +458,26 @@ void wgmma_commit_group() {
 void wgmma_wait_groups(int keep_pending) {
   Fiber& f = current();
   while (static_cast<int>(f.wgmma_groups.size()) > keep_pending) {
-    const auto group = std::move(f.wgmma_groups.front());
+    auto group = std::move(f.wgmma_groups.front());
     f.wgmma_groups.pop_front();
-    for (const auto& op : group) op();
+    for (std::size_t i = 0; i < group.size(); ++i) {
+      const WgmmaOp& op = group[i];
+      if (!op.accumulators.unchanged() || !op.a_fragment.unchanged()) {
+        fault("wgmma",
+              "the accumulators or A registers of an mma_async in flight were "
+              "written before the wgmma.wait_group that retires it");
+      }
+      op.run();
+      // Later ops chained on these accumulators expect what this one left there.
+      auto refresh = [&](WgmmaOp& later) {
+        if (later.accumulators.overlaps(op.accumulators)) later.accumulators.capture();
+      };
+      for (std::size_t j = i + 1; j < group.size(); ++j) refresh(group[j]);
+      for (auto& pending : f.wgmma_groups) {
+        for (auto& later : pending) refresh(later);
+      }
+      for (auto& later : f.wgmma_open) refresh(later);
+    }
   }
 }
 

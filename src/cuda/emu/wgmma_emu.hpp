@@ -2,7 +2,8 @@
 // The CUDA emulator's versions of the wgmma wrappers of common/wgmma.cuh. An mma_async is
 // queued with its register operands and runs at the wgmma_wait that covers its commit group, so
 // it reads shared memory then (refilling an operand before the wait shows) and its accumulators
-// change then (reading them before the wait sees the old values). The descriptor is decoded as
+// change then (reading them before the wait sees the old values; writing them, or its A
+// registers, before the wait fails the launch). The descriptor is decoded as
 // the hardware would (start, leading and stride byte offsets, 128-byte swizzle on the address
 // bits), against the emulated block's shared memory.
 #pragma once
@@ -95,23 +96,25 @@ void wgmma_ss(float (&d)[N / 8][4], WgmmaDesc a, WgmmaDesc b, bool accumulate) {
     if (descs[l] != (a ^ (b * 3))) ::longattn::emu::fault(kWhat, "descriptors differ across lanes");
   }
   float(*acc)[4] = d;
-  ::longattn::emu::wgmma_queue([acc, a, b, accumulate] {
-    const auto oa = emu_detail::decode_sw128(a, kWhat);
-    const auto ob = emu_detail::decode_sw128(b, kWhat);
-    const auto me = emu_detail::warpgroup_lane();
-    for (int nb = 0; nb < N / 8; ++nb) {
-      for (int e = 0; e < 4; ++e) {
-        const int row = me.row0 + (e >> 1) * 8;
-        const int col = nb * 8 + me.col0 + (e & 1);
-        float sum = accumulate ? acc[nb][e] : 0.0F;
-        for (int k = 0; k < 16; ++k) {
-          sum = std::fma(emu_detail::k_major<T>(oa, row, k, kWhat),
-                         emu_detail::k_major<T>(ob, col, k, kWhat), sum);
+  ::longattn::emu::wgmma_queue(
+      [acc, a, b, accumulate] {
+        const auto oa = emu_detail::decode_sw128(a, kWhat);
+        const auto ob = emu_detail::decode_sw128(b, kWhat);
+        const auto me = emu_detail::warpgroup_lane();
+        for (int nb = 0; nb < N / 8; ++nb) {
+          for (int e = 0; e < 4; ++e) {
+            const int row = me.row0 + (e >> 1) * 8;
+            const int col = nb * 8 + me.col0 + (e & 1);
+            float sum = accumulate ? acc[nb][e] : 0.0F;
+            for (int k = 0; k < 16; ++k) {
+              sum = std::fma(emu_detail::k_major<T>(oa, row, k, kWhat),
+                             emu_detail::k_major<T>(ob, col, k, kWhat), sum);
+            }
+            acc[nb][e] = sum;
+          }
         }
-        acc[nb][e] = sum;
-      }
-    }
-  });
+      },
+      {d, sizeof(d)});
 }
 
 template <class T, int N>
@@ -144,20 +147,22 @@ void wgmma_rs_tb(float (&d)[N / 8][4], const std::uint32_t (&a)[4], WgmmaDesc b,
     }
   }
   float(*acc)[4] = d;
-  ::longattn::emu::wgmma_queue([acc, rows, b, accumulate] {
-    const auto ob = emu_detail::decode_sw128(b, kWhat);
-    const auto me = emu_detail::warpgroup_lane();
-    for (int nb = 0; nb < N / 8; ++nb) {
-      for (int e = 0; e < 4; ++e) {
-        const int col = nb * 8 + me.col0 + (e & 1);
-        float sum = accumulate ? acc[nb][e] : 0.0F;
-        for (int k = 0; k < 16; ++k) {
-          sum = std::fma(rows.v[e >> 1][k], emu_detail::mn_major<T>(ob, k, col, kWhat), sum);
+  ::longattn::emu::wgmma_queue(
+      [acc, rows, b, accumulate] {
+        const auto ob = emu_detail::decode_sw128(b, kWhat);
+        const auto me = emu_detail::warpgroup_lane();
+        for (int nb = 0; nb < N / 8; ++nb) {
+          for (int e = 0; e < 4; ++e) {
+            const int col = nb * 8 + me.col0 + (e & 1);
+            float sum = accumulate ? acc[nb][e] : 0.0F;
+            for (int k = 0; k < 16; ++k) {
+              sum = std::fma(rows.v[e >> 1][k], emu_detail::mn_major<T>(ob, k, col, kWhat), sum);
+            }
+            acc[nb][e] = sum;
+          }
         }
-        acc[nb][e] = sum;
-      }
-    }
-  });
+      },
+      {d, sizeof(d)}, {a, sizeof(a)});
 }
 
 }  // namespace longattn::detail::cuda
