@@ -173,6 +173,26 @@ inline bool fits_shared_memory(std::size_t bytes) {
   return bytes + kStaticSmemBytes <= static_cast<std::size_t>(limit);
 }
 
+/// Raises the kernel's shared memory limit and reads its resident blocks per SM.
+template <class Kernel>
+cudaError_t blocks_per_sm(Kernel* kernel, int threads, std::size_t smem, int* blocks) {
+  if (cudaError_t e = allow_dynamic_smem(kernel, smem); e != cudaSuccess) return e;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, smem);
+}
+
+/// Resident blocks per SM of one kernel, or 0 when it cannot be configured on this GPU (its
+/// shared memory does not fit; the error is cleared, not sticky: the caller falls back).
+template <class Kernel>
+int resident_blocks(Kernel* kernel, int threads, std::size_t smem) {
+  if (!fits_shared_memory(smem)) return 0;
+  int blocks = 0;
+  if (blocks_per_sm(kernel, threads, smem, &blocks) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return blocks;
+}
+
 /// The recomputed probability and the scaled score gradient of one (query, key) element of the
 /// backward (0 and 0 when not visible): softmax P = exp2(x log2e - lse2), dS = P (dP - D_i);
 /// sigmoid P = sigmoid(x + bias), dS = dP P (1 - P); times the softcap chain factor and scale.

@@ -496,13 +496,6 @@ __global__ void __launch_bounds__(32 * kRowWarps) dq_accum_convert_kernel(const 
   });
 }
 
-/// Raises the kernel's shared memory limit and reads its resident blocks per SM.
-template <class Kernel>
-cudaError_t mma_blocks_per_sm(Kernel* kernel, int threads, std::size_t smem, int* blocks) {
-  if (cudaError_t e = allow_dynamic_smem(kernel, smem); e != cudaSuccess) return e;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, threads, smem);
-}
-
 /// Resident blocks per SM, or 0 when a kernel cannot run here. KEYS = 64: the least of the
 /// three 64 x 64 kernels (both modes; the fast dK/dV pass has the largest shared memory).
 /// KEYS = 128: the fast dK/dV pass with 128-key tiles (8 warps), which has no other mode.
@@ -512,16 +505,16 @@ int backward_mma_occupancy() {
   using Fast = BackwardMmaTraits<D, true, KEYS>;
   if (!fits_shared_memory(Fast::kSmemBytes)) return 0;
   int blocks[3] = {0, 0, 0};
-  cudaError_t status = mma_blocks_per_sm(dkdv_mma_kernel<T, D, true, KEYS>, Fast::kThreads,
-                                         Fast::kSmemBytes, &blocks[0]);
+  cudaError_t status = blocks_per_sm(dkdv_mma_kernel<T, D, true, KEYS>, Fast::kThreads,
+                                     Fast::kSmemBytes, &blocks[0]);
   if constexpr (KEYS == kMmaTileK) {
     using Det = BackwardMmaTraits<D>;
     if (status == cudaSuccess) {
-      status = mma_blocks_per_sm(dkdv_mma_kernel<T, D, false>, Det::kThreads, Det::kSmemBytes,
-                                 &blocks[1]);
+      status =
+          blocks_per_sm(dkdv_mma_kernel<T, D, false>, Det::kThreads, Det::kSmemBytes, &blocks[1]);
     }
     if (status == cudaSuccess) {
-      status = mma_blocks_per_sm(dq_mma_kernel<T, D>, Det::kThreads, Det::kSmemBytes, &blocks[2]);
+      status = blocks_per_sm(dq_mma_kernel<T, D>, Det::kThreads, Det::kSmemBytes, &blocks[2]);
     }
   } else {
     blocks[1] = blocks[2] = blocks[0];

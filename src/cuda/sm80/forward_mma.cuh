@@ -162,14 +162,15 @@ __device__ __forceinline__ void mask_and_transform(const AttnParams& p, float (&
   }
 }
 
-/// One online-softmax step: new row maxima m (log2 units; scores times to_log2), the tile's
-/// probabilities in place of its scores, row sums l (per-thread partials; the quad is summed in
-/// the epilogue), and O rescaled when a row max of the warp moved.
-template <int SL, int NB, int DB>
-__device__ __forceinline__ void online_softmax(float (&s)[SL][NB][4], float (&m)[SL][2],
-                                               float (&l)[SL][2], float (&o)[SL][DB][4],
-                                               float to_log2) {
-  float alpha[SL][2];
+/// The statistics half of an online-softmax step: new row maxima m (log2 units; scores times
+/// to_log2), the tile's probabilities in place of its scores, row sums l (per-thread partials;
+/// the quad is summed in the epilogue) and each row's O factor alpha. Returns whether a row max
+/// of the warp moved (O needs rescaling). O is not touched: the Hopper forward runs this while
+/// the previous tile's P.V is still accumulating into it.
+template <int SL, int NB>
+__device__ __forceinline__ bool softmax_statistics(float (&s)[SL][NB][4], float (&m)[SL][2],
+                                                   float (&l)[SL][2], float (&alpha)[SL][2],
+                                                   float to_log2) {
   bool moved = false;
 #pragma unroll
   for (int sl = 0; sl < SL; ++sl) {
@@ -197,20 +198,33 @@ __device__ __forceinline__ void online_softmax(float (&s)[SL][NB][4], float (&m)
       m[sl][r] = m_new;
     }
   }
-  // Rescale O only when a row max of the warp moved: past the first tiles of a long row most
-  // tiles leave all of them unchanged (x1 would be exact anyway).
-  if (__any_sync(0xffffffffU, moved)) {
+  // Past the first tiles of a long row most tiles leave every max of the warp unchanged (x1
+  // would be exact anyway): the caller then skips the rescale.
+  return __any_sync(0xffffffffU, moved) != 0;
+}
+
+/// The O half of an online-softmax step: rows times their alpha.
+template <int SL, int DB>
+__device__ __forceinline__ void rescale_output(float (&o)[SL][DB][4], const float (&alpha)[SL][2]) {
 #pragma unroll
-    for (int sl = 0; sl < SL; ++sl) {
+  for (int sl = 0; sl < SL; ++sl) {
 #pragma unroll
-      for (int db = 0; db < DB; ++db) {
-        o[sl][db][0] *= alpha[sl][0];
-        o[sl][db][1] *= alpha[sl][0];
-        o[sl][db][2] *= alpha[sl][1];
-        o[sl][db][3] *= alpha[sl][1];
-      }
+    for (int db = 0; db < DB; ++db) {
+      o[sl][db][0] *= alpha[sl][0];
+      o[sl][db][1] *= alpha[sl][0];
+      o[sl][db][2] *= alpha[sl][1];
+      o[sl][db][3] *= alpha[sl][1];
     }
   }
+}
+
+/// One online-softmax step: the statistics, then O rescaled when a row max of the warp moved.
+template <int SL, int NB, int DB>
+__device__ __forceinline__ void online_softmax(float (&s)[SL][NB][4], float (&m)[SL][2],
+                                               float (&l)[SL][2], float (&o)[SL][DB][4],
+                                               float to_log2) {
+  float alpha[SL][2];
+  if (softmax_statistics(s, m, l, alpha, to_log2)) rescale_output(o, alpha);
 }
 
 /// The A fragment of k-step kk (keys 16 kk .. 16 kk + 15) of P, from the probabilities.
@@ -276,6 +290,86 @@ __device__ __forceinline__ void exact_pv(const float (&ps)[NB][4], float (&os)[D
     }
   }
 }
+
+/// One work item of the tensor-core forwards: a BM-row query tile and its list of key tiles.
+/// The list entries travel one tile ahead of their use, so that no global load of the list sits
+/// between a barrier and the cp.async issue that needs it: the key tile to prefetch next is in
+/// a register (next_key_tile) when it is issued, and an entry's bitmask index when it runs.
+template <int BM>
+struct ForwardRowTile {
+  RowWork w;
+  BatchEntry be;
+  int kvh;
+  int q0;       // first query of the tile (its row 0's offset in the schedule's bitmask rows)
+  int qn;       // rows of the tile
+  int entries;  // key tiles
+  std::int64_t bits_base;
+  const std::int32_t* key_tiles;
+  const std::int32_t* tile_bits_index;
+  int kt_cur = 0;     // entry i's key tile, before step(i)
+  int bits_cur = -1;  // entry i's bitmask index (-1: FULL), before step(i)
+  int kt_next = 0;    // entry i + 1's key tile, before step(i)
+
+  __device__ __forceinline__ ForwardRowTile(const AttnParams& p, int item)
+      : w(p.row_work[item]),
+        be(p.batch[w.b]),
+        kvh(w.h / p.group),
+        q0(w.qt * BM),
+        qn(tile_rows(p, w.qt, BM, be.sq)),
+        entries(static_cast<int>(w.end - w.begin)) {
+    const SlotRef sr = schedule_of(p, w.b, w.h);
+    bits_base = sr.entry.bits;
+    key_tiles = p.sched.key_tile + sr.base + w.begin;
+    tile_bits_index = p.sched.row_bits + sr.base + w.begin;
+    if (entries > 0) {
+      kt_cur = key_tiles[0];
+      bits_cur = tile_bits_index[0];
+    }
+    if (entries > 1) kt_next = key_tiles[1];
+  }
+
+  /// Entry 0's key tile (before step(0)): the first prefetch.
+  [[nodiscard]] __device__ __forceinline__ int first_key_tile() const { return kt_cur; }
+  /// The key tile of the entry after the next step's (before step(i): entry i + 1's).
+  [[nodiscard]] __device__ __forceinline__ int next_key_tile() const { return kt_next; }
+
+  struct Entry {
+    int kt;          // key tile
+    int bits_index;  // row bitmask of a PARTIAL tile, -1 for a FULL one
+  };
+  /// Entry i (called with i = 0, 1, ... in turn); reads the list ahead for the next calls.
+  __device__ __forceinline__ Entry step(int i) {
+    const Entry e{kt_cur, bits_cur};
+    kt_cur = kt_next;
+    bits_cur = i + 1 < entries ? tile_bits_index[i + 1] : -1;
+    kt_next = i + 2 < entries ? key_tiles[i + 2] : 0;
+    return e;
+  }
+
+  /// The bitmask rows (BN keys x WORDS words) of a PARTIAL tile, nullptr for a FULL one.
+  template <int BN, int WORDS>
+  [[nodiscard]] __device__ __forceinline__ const std::uint64_t* tile_bits(const AttnParams& p,
+                                                                          int bits_index) const {
+    return bits_index >= 0
+               ? p.sched.bits + bits_base + static_cast<std::int64_t>(bits_index) * BN * WORDS
+               : nullptr;
+  }
+
+  /// The bitmask bit of each of this thread's rows (SL slabs of 16 from warp_row0; rows group
+  /// and group + 8): the query's offset in its schedule tile.
+  template <int SL>
+  __device__ __forceinline__ void row_bits(const AttnParams& p, int warp_row0, int group,
+                                           int (&bit)[SL][2]) const {
+#pragma unroll
+    for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp_row0 + sl * 16 + group + r * 8;
+        bit[sl][r] = row < qn ? tile_row(p, w.h, w.qt, BM, be.sq, row).query - q0 : 0;
+      }
+    }
+  }
+};
 
 /// The epilogue of a work item: this thread's rows of O normalized and written with the LSE,
 /// or (w.part >= 0) the unnormalized split-KV part for the merge kernel.
@@ -354,39 +448,20 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
   const int warp_row0 = warp * 16 * SL;  // first tile row of this warp
 
   for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
-    const RowWork w = p.row_work[item];
-    const BatchEntry be = p.batch[w.b];
-    const int kvh = w.h / p.group;
-    const int q0 = w.qt * BM;
-    const int qn = tile_rows(p, w.qt, BM, be.sq);
-    const SlotRef sr = schedule_of(p, w.b, w.h);
-    const SlotEntry& se = sr.entry;
-    const std::int64_t ebase = sr.base;
-    const int entries = static_cast<int>(w.end - w.begin);
-    // The schedule entries travel one tile ahead of their use, so that no global load of the
-    // list sits between a barrier and the cp.async issue that needs it: entry i + 1's key tile
-    // is in a register when tile i + 1 is issued, and entry i's bitmask index when tile i runs.
-    const std::int32_t* key_tiles = p.sched.key_tile + ebase + w.begin;
-    const std::int32_t* tile_bits_index = p.sched.row_bits + ebase + w.begin;
-    int kt_cur = entries > 0 ? key_tiles[0] : 0;
-    int bits_cur = entries > 0 ? tile_bits_index[0] : -1;
-    int kt_next = entries > 1 ? key_tiles[1] : 0;
+    ForwardRowTile<BM> tile(p, item);
+    const RowWork& w = tile.w;
+    const BatchEntry& be = tile.be;
+    const int qn = tile.qn;
+    const int entries = tile.entries;
     auto issue_next = [&](int, int buf) {
-      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, buf, p, be, kvh, kt_next);
+      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, buf, p, be, tile.kvh, tile.next_key_tile());
     };
     load_query_tile_async<T, D, Tr::kThreads>(qs, BM, p, be, w.h, w.qt, qn);
     cp_async_commit();
-    if (entries > 0) issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, 0, p, be, kvh, kt_cur);
-    // Bitmask bit of each of this thread's rows: the query's offset in its schedule tile.
+    if (entries > 0)
+      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, 0, p, be, tile.kvh, tile.first_key_tile());
     int row_bit[SL][2];
-#pragma unroll
-    for (int sl = 0; sl < SL; ++sl) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        const int row = warp_row0 + sl * 16 + group + r * 8;
-        row_bit[sl][r] = row < qn ? tile_row(p, w.h, w.qt, BM, be.sq, row).query - q0 : 0;
-      }
-    }
+    tile.template row_bits<SL>(p, warp_row0, group, row_bit);
 
     float o[SL][DB][4];
     float m[SL][2];
@@ -404,11 +479,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
     for (int i = 0; i < entries; ++i) {
       const int buf = i & 1;
       await_tile(i, entries, issue_next);
-      const int kt = kt_cur;
-      const int bits_index = bits_cur;
-      kt_cur = kt_next;
-      bits_cur = i + 1 < entries ? tile_bits_index[i + 1] : -1;
-      kt_next = i + 2 < entries ? key_tiles[i + 2] : 0;
+      const auto [kt, bits_index] = tile.step(i);
       const int jn = min(BN, be.skv - kt * BN);
       const T* kb = ks + buf * BN * P;
       const T* vb = vs + buf * BN * P;
@@ -458,9 +529,7 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
         const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
         const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
         const std::uint64_t* tile_bits =
-            bits_index >= 0 ? p.sched.bits + se.bits +
-                                  static_cast<std::int64_t>(bits_index) * BN * Tr::kWordsPerRow
-                            : nullptr;
+            tile.template tile_bits<BN, Tr::kWordsPerRow>(p, bits_index);
         if (!raw_scores) {
           mask_and_transform<SL, NB, Tr::kWordsPerRow>(p, s, tile_bits, row_bit, warp_row0, group,
                                                        tq, jn, qn, post);
@@ -502,36 +571,31 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
   });
 }
 
+/// Launches a persistent forward of traits Tr over `grid` blocks, then the split-KV merge (when
+/// p has parts). The schedule must have been built for the kernel's tiles.
+template <class Tr, class Kernel>
+cudaError_t launch_forward_persistent(Kernel* kernel, const AttnParams& p, int grid,
+                                      cudaStream_t stream) {
+  if (p.sched.tile_q != Tr::kBlockM || p.sched.tile_k != Tr::kBlockN) return cudaErrorInvalidValue;
+  if (cudaError_t e = allow_dynamic_smem(kernel, Tr::kSmemBytes); e != cudaSuccess) return e;
+  launch_kernel(kernel, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  return launch_merge(p, stream);
+}
+
 /// Resident blocks per SM (0 when the kernel cannot be configured).
 template <int ELEM, int D, int WARPS, int SLABS>
 int forward_mma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
   using Tr = ForwardMmaTraits<D, WARPS, SLABS>;
-  constexpr auto* kKernel = forward_mma_kernel<T, D, WARPS, SLABS>;
-  if (!fits_shared_memory(Tr::kSmemBytes)) return 0;
-  if (allow_dynamic_smem(kKernel, Tr::kSmemBytes) != cudaSuccess) {
-    (void)cudaGetLastError();  // not sticky: the caller falls back to the generic kernel
-    return 0;
-  }
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kKernel, Tr::kThreads,
-                                                    Tr::kSmemBytes) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return 0;
-  }
-  return blocks;
+  return resident_blocks(forward_mma_kernel<T, D, WARPS, SLABS>, Tr::kThreads, Tr::kSmemBytes);
 }
 
 template <int ELEM, int D, int WARPS, int SLABS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  using Tr = ForwardMmaTraits<D, WARPS, SLABS>;
-  if (p.sched.tile_q != Tr::kBlockM || p.sched.tile_k != Tr::kBlockN) return cudaErrorInvalidValue;
-  constexpr auto* kKernel = forward_mma_kernel<T, D, WARPS, SLABS>;
-  if (cudaError_t e = allow_dynamic_smem(kKernel, Tr::kSmemBytes); e != cudaSuccess) return e;
-  launch_kernel(kKernel, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
-  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  return launch_merge(p, stream);
+  return launch_forward_persistent<ForwardMmaTraits<D, WARPS, SLABS>>(
+      forward_mma_kernel<T, D, WARPS, SLABS>, p, grid, stream);
 }
 
 }  // namespace longattn::detail::cuda
