@@ -19,7 +19,8 @@
 #   STAGES="hotspots" bash bench/gpu_job.sh  (stall samples per SASS instruction: the 128t forward
 #     on full and sliding_window_causal, the fast backward; bench/ncu_hotspots.py reads them)
 # LONGATTN_CUDA_FORWARD_TILE=128h (the sm_90a wgmma forward, not yet taken by default) runs in
-# the check (full and quick lists), sanitize, bench (tile A/Bs) and profile stages.
+# the check (full and quick lists), sanitize (memcheck, racecheck, synccheck), bench (tile
+# A/Bs) and profile stages.
 # The build stage uses .gpudeps/bin/longattn.xz when it runs there (it saves minutes of device
 # time) and builds with CMake otherwise.
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
@@ -133,6 +134,11 @@ stage_sanitize() {
     --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck128h.log" 2>&1
   rc=$?
   record racecheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck128h.log" | tail -n 1)"
+  # The Hopper forward orders its warpgroups with a named barrier: synccheck checks its use.
+  LONGATTN_CUDA_FORWARD_TILE=128h timeout $(cap 200) compute-sanitizer --tool synccheck \
+    --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/synccheck128h.log" 2>&1
+  rc=$?
+  record synccheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/synccheck128h.log" | tail -n 1)"
 }
 
 stage_bench() {

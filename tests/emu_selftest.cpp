@@ -226,6 +226,38 @@ void test_cp_async() {
          "cp.async destination poisoned until the wait, then the data");
 }
 
+// ---- named barriers: warpgroup 0 reads what warpgroup 1 wrote before its bar.arrive ----
+void named_barrier_kernel(const AttnParams p) {
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  int* slots = reinterpret_cast<int*>(smem_raw);
+  const int t = static_cast<int>(threadIdx.x);
+  int seen = 0;
+  for (int round = 1; round <= 3; ++round) {
+    // Warpgroup 1 writes: the emulator runs warpgroup 0 first, so a bar.sync that did not
+    // wait would read the unwritten (0xff) slots.
+    if (t >= 128) {
+      slots[t - 128] = round * 1000 + t;
+      named_barrier_arrive(1, 256);
+    } else {
+      named_barrier_sync(1, 256);
+      seen += slots[t] == round * 1000 + t + 128 ? 1 : 0;
+    }
+    __syncthreads();  // the slots are rewritten next round
+  }
+  static_cast<int*>(p.out)[t] = seen;
+}
+
+void test_named_barriers() {
+  std::vector<int> out(256, -1);
+  AttnParams p{};
+  p.out = out.data();
+  launch_kernel(named_barrier_kernel, dim3(1), dim3(256), 128 * sizeof(int), nullptr, p);
+  expect(cudaGetLastError() == cudaSuccess, "named barrier launch");
+  bool ok = true;
+  for (int t = 0; t < 128; ++t) ok &= out[static_cast<std::size_t>(t)] == 3;
+  expect(ok, "bar.sync returns after the bar.arrive of the other warpgroup, its writes visible");
+}
+
 // ---- faults the emulator must report ----
 void divergent_kernel(const AttnParams /*p*/) {
   const int lane = static_cast<int>(threadIdx.x) % 32;
@@ -282,6 +314,7 @@ int main() {
   test_wgmma();
   test_shuffles();
   test_cp_async();
+  test_named_barriers();
   test_faults();
   std::printf("%s\n", failures == 0 ? "emulator self-test: all ok" : "emulator self-test: FAILED");
   return failures == 0 ? 0 : 1;

@@ -40,6 +40,11 @@ const dim3& grid_dim();
 void sync_block();
 int sync_block_or(int predicate);
 
+/// Named barrier `id` (bar.arrive / bar.sync id, threads): a phase completes when `threads`
+/// threads have arrived; `wait` blocks the caller until then. Ids outside 1..15, a count that is
+/// not a multiple of 32 or above the block, or threads disagreeing on it fail the launch.
+void named_barrier(int id, int threads, bool wait);
+
 /// Bytes of one lane's contribution to a warp collective (at most).
 inline constexpr std::size_t kWarpSlotBytes = 64;
 

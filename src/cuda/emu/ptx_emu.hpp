@@ -40,6 +40,12 @@ template <int N>
 void cp_async_wait() {
   ::longattn::emu::cp_async_wait_groups(N);
 }
+inline void named_barrier_arrive(int id, int threads) {
+  ::longattn::emu::named_barrier(id, threads, false);
+}
+inline void named_barrier_sync(int id, int threads) {
+  ::longattn::emu::named_barrier(id, threads, true);
+}
 
 namespace emu_detail {
 inline std::uint16_t load_b16(std::uintptr_t row, int element) {

@@ -41,7 +41,15 @@ struct Copy {
   bool valid;
 };
 
-enum class State : std::uint8_t { kReady, kWaitWarp, kWaitBlock, kDone };
+enum class State : std::uint8_t { kReady, kWaitWarp, kWaitBlock, kWaitNamed, kDone };
+
+/// One named barrier of a block (bar.sync / bar.arrive id, count).
+struct NamedBarrier {
+  int arrived = 0;
+  int threads = 0;  // the count of the phase under way (0: none)
+  std::uint64_t generation = 0;
+};
+constexpr int kNamedBarriers = 16;
 
 // ---- Execution contexts: a saved stack pointer on x86-64 (callee-saved registers, MXCSR and
 // the x87 control word pushed on the fiber's stack; ~20x cheaper than swapcontext, which makes
@@ -168,6 +176,7 @@ struct Fiber {
   int linear = 0;
   State state = State::kReady;
   std::uint64_t wait_generation = 0;
+  int named_id = 0;               // the named barrier of a kWaitNamed wait
   std::uint64_t collectives = 0;  // warp collectives this lane has entered (buffer parity)
   const char* waiting_at = "";
   std::vector<Copy> open_group;
@@ -197,6 +206,7 @@ struct Launch {
   std::uint64_t block_generation = 0;
   int block_or = 0;
   int block_or_result = 0;
+  NamedBarrier named[kNamedBarriers];
   std::vector<unsigned char> smem;
   std::size_t smem_bytes = 0;
   Context scheduler;
@@ -267,6 +277,7 @@ bool run_block(Launch& launch) {
   launch.scan_from = 0;
   launch.block_arrived = 0;
   launch.block_or = 0;
+  for (NamedBarrier& n : launch.named) n = NamedBarrier{};
   for (Warp& w : launch.warps) w.arrived = 0;
   std::memset(launch.smem.data(), 0xff, launch.smem.size());
   for (int i = 0; i < threads; ++i) {
@@ -297,6 +308,8 @@ bool run_block(Launch& launch) {
                f.wait_generation;
       case State::kWaitBlock:
         return launch.block_generation != f.wait_generation;
+      case State::kWaitNamed:
+        return launch.named[f.named_id].generation != f.wait_generation;
       default:
         return true;
     }
@@ -382,6 +395,35 @@ int sync_block_or(int predicate) {
   f.waiting_at = "__syncthreads";
   yield_to_scheduler();
   return l.block_or_result;
+}
+
+void named_barrier(int id, int threads, bool wait) {
+  Launch& l = *g_launch;
+  Fiber& f = current();
+  const int block_threads = static_cast<int>(l.block.x * l.block.y * l.block.z);
+  if (id < 1 || id >= kNamedBarriers) fault("bar.sync / bar.arrive", "barrier id outside 1..15");
+  if (threads <= 0 || threads % 32 != 0 || threads > block_threads) {
+    fault("bar.sync / bar.arrive", "thread count not a multiple of 32 within the block");
+  }
+  NamedBarrier& b = l.named[id];
+  if (b.threads != 0 && b.threads != threads) {
+    fault("bar.sync / bar.arrive", "threads of one phase give different counts");
+  }
+  b.threads = threads;
+  if (++b.arrived == threads) {
+    ++g_stats.barriers;
+    b.arrived = 0;
+    b.threads = 0;
+    ++b.generation;
+    l.scan_from = 0;  // the waiters may sit before this thread in the scan order
+    return;
+  }
+  if (!wait) return;
+  f.state = State::kWaitNamed;
+  f.named_id = id;
+  f.wait_generation = b.generation;
+  f.waiting_at = "bar.sync";
+  yield_to_scheduler();
 }
 
 const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const char* what) {

@@ -11,8 +11,9 @@
 // published to the async proxy with fence.proxy.async before the barrier.
 // Intra-warpgroup pipelining (FA3's): tile i's P.V is issued after tile i + 1's S = Q K^T and
 // runs while the warpgroup masks and exponentiates S(i + 1); O is rescaled once it retires.
-// One block barrier per tile (tile i + 1 lands in the stage tile i - 2 left). No producer
-// warps, TMA or mbarriers yet. Masks, softcap, sigmoid, sinks, GQA packing, split-KV parts and
+// One block barrier per tile (tile i + 1 lands in the stage tile i - 2 left); within the tile a
+// named barrier makes warpgroup 1 issue its wgmma after warpgroup 0. No producer warps, TMA or
+// mbarriers yet. Masks, softcap, sigmoid, sinks, GQA packing, split-KV parts and
 // the exact P.V path for Inf/NaN in V are the sm80 code.
 #pragma once
 
@@ -55,9 +56,10 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
   using Tr = ForwardWgmmaTraits<D>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
-  constexpr int NB = BN / 8;   // n8 blocks of S
-  constexpr int DB = D / 8;    // n8 blocks of O
-  constexpr int KS = BN / 16;  // k-steps of P.V
+  constexpr int NB = BN / 8;             // n8 blocks of S
+  constexpr int DB = D / 8;              // n8 blocks of O
+  constexpr int KS = BN / 16;            // k-steps of P.V
+  constexpr int kIssueOrderBarrier = 1;  // named barrier: warpgroup 0's wgmma issue, then 1's
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
   unsigned char* ks = qs + Tr::kQBytes;                 // [kStages][BN rows in SW128 panels]
@@ -152,10 +154,14 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
         v_nonfinite = __syncthreads_or(v_bad) != 0;
       }
 
+      // ---- S = Q K^T: D / 16 k-steps of 16 columns (32 bytes), 4 per 64-column panel; the
+      // first runs with scale-d = 0, so S needs no zero fill. Then the owed P.V. Warpgroup 1
+      // issues after warpgroup 0 (FA3's scheduling barrier): S of warpgroup 0 then lands first
+      // and its softmax runs under warpgroup 1's S and both P.Vs, rather than the two softmaxes
+      // contending for issue slots while the tensor cores idle. ----
+      float s[1][NB][4];
+      if (warpgroup == 1) named_barrier_sync(kIssueOrderBarrier, Tr::kThreads);
       if (warpgroup_active) {
-        // ---- S = Q K^T: D / 16 k-steps of 16 columns (32 bytes), 4 per 64-column panel; the
-        // first runs with scale-d = 0, so S needs no zero fill. Then the owed P.V. ----
-        float s[1][NB][4];
         wgmma_fence();  // pa and o were last written by ordinary instructions
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
@@ -165,8 +171,12 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
                           kk > 0);
         }
         wgmma_commit();
+        if (pv_owed) issue_pv();
+      }
+      if (warpgroup == 0) named_barrier_arrive(kIssueOrderBarrier, Tr::kThreads);
+
+      if (warpgroup_active) {
         if (pv_owed) {
-          issue_pv();
           wgmma_wait<1>();  // S has landed; the P.V may still run
         } else {
           wgmma_wait<0>();
