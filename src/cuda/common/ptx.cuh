@@ -47,6 +47,14 @@ __device__ __forceinline__ void cp_async_wait() {
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+/// bar.arrive when `arrive`, as one predicated instruction: no branch, so it may sit between a
+/// wgmma issue and its wait (ptxas serializes wgmma across divergent-looking branches).
+__device__ __forceinline__ void named_barrier_arrive_if(bool arrive, int id, int threads) {
+  asm volatile("{\n .reg .pred p;\n setp.ne.u32 p, %0, 0;\n @p bar.arrive %1, %2;\n}\n" ::"r"(
+                   static_cast<unsigned>(arrive)),
+               "r"(id), "r"(threads)
+               : "memory");
+}
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }

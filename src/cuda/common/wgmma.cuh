@@ -100,6 +100,15 @@ __device__ __forceinline__ void wgmma_fence_operand(float (&d)[NB][4]) {
     for (int e = 0; e < 4; ++e) asm volatile("" : "+f"(d[nb][e])::"memory");
   }
 }
+/// The same for the A fragments of register-A wgmma (P): pinned in place across the issue.
+template <int KS>
+__device__ __forceinline__ void wgmma_fence_operand(std::uint32_t (&a)[KS][4]) {
+#pragma unroll
+  for (int k = 0; k < KS; ++k) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(a[k][e])::"memory");
+  }
+}
 
 /// d (+)= A B for an m64nNk16 tile, A and B K-major in shared memory (descriptors a, b).
 template <class T, int N>

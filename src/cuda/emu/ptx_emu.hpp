@@ -43,6 +43,9 @@ void cp_async_wait() {
 inline void named_barrier_arrive(int id, int threads) {
   ::longattn::emu::named_barrier(id, threads, false);
 }
+inline void named_barrier_arrive_if(bool arrive, int id, int threads) {
+  if (arrive) ::longattn::emu::named_barrier(id, threads, false);
+}
 inline void named_barrier_sync(int id, int threads) {
   ::longattn::emu::named_barrier(id, threads, true);
 }

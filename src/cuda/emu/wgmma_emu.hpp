@@ -35,6 +35,8 @@ inline void wgmma_fence() {}
 inline void fence_proxy_async() {}
 template <int NB>
 void wgmma_fence_operand(float (&)[NB][4]) {}
+template <int KS>
+void wgmma_fence_operand(std::uint32_t (&)[KS][4]) {}
 inline void wgmma_commit() { ::longattn::emu::wgmma_commit_group(); }
 template <int N>
 void wgmma_wait() {

@@ -39,9 +39,10 @@ struct ForwardWgmmaTraits {
   static constexpr int kStages = 3;
   static constexpr std::uint32_t kQBytes = 2U * kBlockM * D;
   static constexpr std::uint32_t kKVBytes = 2U * kBlockN * D;  // one K or V buffer
+  // After the V stages, one zero V panel: the P.V issued when no tile owes one (see the kernel).
   // + 1024: the panels start 1024-byte aligned (the swizzle atom) wherever the window begins.
-  static constexpr std::size_t kSmemBytes = kQBytes + 2 * kStages * kKVBytes + 1024;
-  // D = 64: 66 KB, room for 3 blocks; D = 128 needs ~210 registers for O, S and P.
+  static constexpr std::size_t kSmemBytes = kQBytes + (2 * kStages + 1) * kKVBytes + 1024;
+  // D = 64: 74 KB, room for 3 blocks; D = 128 needs ~210 registers for O, S and P.
   static constexpr int kMinBlocks = D <= 64 ? 2 : 1;
   static_assert(D == 64 || D == 128, "SW128 panels of 64 columns; wgmma N = D <= 256");
 };
@@ -62,8 +63,9 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
   constexpr int kIssueOrderBarrier = 1;  // named barrier: warpgroup 0's wgmma issue, then 1's
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
-  unsigned char* ks = qs + Tr::kQBytes;                 // [kStages][BN rows in SW128 panels]
-  unsigned char* vs = ks + Tr::kStages * Tr::kKVBytes;  // [kStages][BN rows in SW128 panels]
+  unsigned char* ks = qs + Tr::kQBytes;                     // [kStages][BN rows in SW128 panels]
+  unsigned char* vs = ks + Tr::kStages * Tr::kKVBytes;      // [kStages][BN rows in SW128 panels]
+  unsigned char* zero_v = vs + Tr::kStages * Tr::kKVBytes;  // V "stage" kStages: all zeros
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int group = lane >> 2;
@@ -84,6 +86,10 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
   const WgmmaDesc v_desc = wgmma_desc(smem_addr(vs), BN * 128, 1024);
   constexpr std::uint32_t kBufferStep = Tr::kKVBytes >> 4;
   auto q_dst = [qs](int r, int ch) { return smem_addr(qs + sw128_offset(Tr::kBlockM, r, ch * 8)); };
+  // Published to the async proxy by the fence before the first tile's barrier.
+  for (std::uint32_t b = 16U * threadIdx.x; b < Tr::kKVBytes; b += 16U * Tr::kThreads) {
+    *reinterpret_cast<uint4*>(zero_v + b) = make_uint4(0U, 0U, 0U, 0U);
+  }
 
   for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
     ForwardRowTile<BM> tile(p, item);
@@ -116,11 +122,21 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
 #pragma unroll
     for (int db = 0; db < DB; ++db) o[0][db][0] = o[0][db][1] = o[0][db][2] = o[0][db][3] = 0.0F;
     // The P.V owed by the previous tile: its P fragments (the A registers of the wgmma, which
-    // must hold until it retires) and its V buffer. It is issued right after the next tile's
+    // must hold until it retires) and its V stage. It is issued right after the next tile's
     // S = Q K^T, so the tensor cores run it while this warpgroup masks and exponentiates S.
+    // Every tile issues one: when none is owed (the first tile, or after a tile that took the
+    // exact path) it is P = 0 against the zero panel. A branch around the issue would make
+    // ptxas serialize every wgmma of the kernel (C7520: "WG.AR in divergent path").
     std::uint32_t pa[KS][4];
-    bool pv_owed = false;
-    int pv_buf = 0;
+    int pv_buf = Tr::kStages;
+    auto owe_nothing = [&] {
+      pv_buf = Tr::kStages;
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0U;
+    };
+    owe_nothing();
+    // (The operand fences pin o and pa around the issue: no ordinary write of them may move
+    // past wgmma.fence or below the mma_async, as CUTLASS's warpgroup_fence_operand does.)
     auto issue_pv = [&] {
 #pragma unroll
       for (int kk = 0; kk < KS; ++kk) {
@@ -128,6 +144,8 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
                           true);
       }
       wgmma_commit();
+      wgmma_fence_operand(o[0]);
+      wgmma_fence_operand(pa);
     };
     // wgmma is a warpgroup instruction: all four warps of a warpgroup run it or none (rows past
     // qn hold zero Q rows and are never written).
@@ -162,6 +180,8 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
       float s[1][NB][4];
       if (warpgroup == 1) named_barrier_sync(kIssueOrderBarrier, Tr::kThreads);
       if (warpgroup_active) {
+        wgmma_fence_operand(o[0]);
+        wgmma_fence_operand(pa);
         wgmma_fence();  // pa and o were last written by ordinary instructions
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
@@ -171,16 +191,9 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
                           kk > 0);
         }
         wgmma_commit();
-        if (pv_owed) issue_pv();
-      }
-      if (warpgroup == 0) named_barrier_arrive(kIssueOrderBarrier, Tr::kThreads);
-
-      if (warpgroup_active) {
-        if (pv_owed) {
-          wgmma_wait<1>();  // S has landed; the P.V may still run
-        } else {
-          wgmma_wait<0>();
-        }
+        issue_pv();
+        named_barrier_arrive_if(warpgroup == 0, kIssueOrderBarrier, Tr::kThreads);
+        wgmma_wait<1>();  // S has landed; the P.V may still run
         wgmma_fence_operand(s[0]);
 
         // ---- mask, logit transform, softmax statistics (the sm80 code), O untouched ----
@@ -195,13 +208,11 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
         const bool rescale = softmax && softmax_statistics(s, m, l, alpha, to_log2);
 
         // ---- the owed P.V retires: O may be rescaled and pa refilled ----
-        if (pv_owed) {
-          wgmma_wait<0>();
-          wgmma_fence_operand(o[0]);
-        }
+        wgmma_wait<0>();
+        wgmma_fence_operand(o[0]);
+        wgmma_fence_operand(pa);
         if (rescale) rescale_output(o, alpha);
-        pv_owed = !v_nonfinite;
-        if (pv_owed) {
+        if (!v_nonfinite) {
           pv_buf = buf;
 #pragma unroll
           for (int kk = 0; kk < KS; ++kk) probability_fragment<T>(s[0], kk, pa[kk]);
@@ -209,10 +220,13 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
           exact_pv<T>(s[0], o[0], jn, lane, tq, [&](int key, int col) {
             return reinterpret_cast<const T*>(vb + sw128_offset(Tr::kBlockN, key, col));
           });
+          owe_nothing();
         }
       }
     }
-    if (pv_owed) {  // the last tile's P.V
+    if (warpgroup_active) {  // the last tile's P.V (zeros when the item has no key tiles)
+      wgmma_fence_operand(o[0]);
+      wgmma_fence_operand(pa);
       wgmma_fence();
       issue_pv();
       wgmma_wait<0>();
