@@ -153,9 +153,12 @@ void entered_fiber(Context& /*scheduler*/) {}
 struct GuardedRegisters {
   const unsigned char* address = nullptr;
   std::vector<unsigned char> expected;
-  void capture() { std::memcpy(expected.data(), address, expected.size()); }
+  // (No registers, e.g. the A operand of a shared-memory wgmma: address is null, never read.)
+  void capture() {
+    if (!expected.empty()) std::memcpy(expected.data(), address, expected.size());
+  }
   [[nodiscard]] bool unchanged() const {
-    return std::memcmp(expected.data(), address, expected.size()) == 0;
+    return expected.empty() || std::memcmp(expected.data(), address, expected.size()) == 0;
   }
   [[nodiscard]] bool overlaps(const GuardedRegisters& other) const {
     return address < other.address + other.expected.size() &&
@@ -483,7 +486,7 @@ namespace {
 GuardedRegisters guard(WgmmaRegisters r) {
   GuardedRegisters g{static_cast<const unsigned char*>(r.address),
                      std::vector<unsigned char>(r.bytes)};
-  if (r.bytes > 0) g.capture();
+  g.capture();
   return g;
 }
 }  // namespace
@@ -500,26 +503,28 @@ void wgmma_commit_group() {
 void wgmma_wait_groups(int keep_pending) {
   Fiber& f = current();
   while (static_cast<int>(f.wgmma_groups.size()) > keep_pending) {
-    auto group = std::move(f.wgmma_groups.front());
-    f.wgmma_groups.pop_front();
-    for (std::size_t i = 0; i < group.size(); ++i) {
-      const WgmmaOp& op = group[i];
+    // Run in place (not moved to a local): a fault never returns to this frame, and the
+    // fiber's queues are cleared with the block.
+    const std::vector<WgmmaOp>& group = f.wgmma_groups.front();
+    for (const WgmmaOp& op : group) {
       if (!op.accumulators.unchanged() || !op.a_fragment.unchanged()) {
         fault("wgmma",
               "the accumulators or A registers of an mma_async in flight were "
               "written before the wgmma.wait_group that retires it");
       }
       op.run();
-      // Later ops chained on these accumulators expect what this one left there.
-      auto refresh = [&](WgmmaOp& later) {
-        if (later.accumulators.overlaps(op.accumulators)) later.accumulators.capture();
-      };
-      for (std::size_t j = i + 1; j < group.size(); ++j) refresh(group[j]);
+      // The ops chained on these accumulators expect what this one left there (refreshing
+      // the ops already run is harmless).
       for (auto& pending : f.wgmma_groups) {
-        for (auto& later : pending) refresh(later);
+        for (auto& later : pending) {
+          if (later.accumulators.overlaps(op.accumulators)) later.accumulators.capture();
+        }
       }
-      for (auto& later : f.wgmma_open) refresh(later);
+      for (auto& later : f.wgmma_open) {
+        if (later.accumulators.overlaps(op.accumulators)) later.accumulators.capture();
+      }
     }
+    f.wgmma_groups.pop_front();
   }
 }
 
