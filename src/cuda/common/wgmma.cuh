@@ -11,7 +11,9 @@
 //     k-step's 32-byte column inside its panel, stride byte offset (8-row groups) 1024;
 //   MN-major operand (B = V keys x head dim, i.e. N contiguous, imm-trans-b = 1): start at the
 //     k-step's first key, leading byte offset = the panel size (next 64 columns of N), stride
-//     byte offset 1024 (next 8 keys).
+//     byte offset 1024 (next 8 keys);
+//   MN-major A (dS^T of the backward, stored [key][query], imm-trans-a = 1): the same with the
+//     query rows as M.
 // Accumulator fragments: warp w of the warpgroup holds rows 16 w .. 16 w + 15 of the m64 tile in
 // the m16n8 C layout of mma.sync (ptx.cuh), n8 block by n8 block: d[nb][0..3]. The A operand
 // from registers has the m16n8k16 A layout for the warp's 16 rows. So the sm80 kernels'
@@ -119,6 +121,11 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], WgmmaDesc a, Wgmm
 template <class T, int N>
 __device__ __forceinline__ void wgmma_rs_tb(float (&d)[N / 8][4], const std::uint32_t (&a)[4],
                                             WgmmaDesc b, bool accumulate);
+/// d (+)= A B for an m64nNk16 tile, both operands MN-major in shared memory (imm-trans-a =
+/// imm-trans-b = 1): A stored k-row by k-row (its 64 rows contiguous in each), B likewise.
+template <class T, int N>
+__device__ __forceinline__ void wgmma_ss_tt(float (&d)[N / 8][4], WgmmaDesc a, WgmmaDesc b,
+                                            bool accumulate);
 
 #ifdef LONGATTN_WGMMA_UNAVAILABLE
 template <class T, int N>
@@ -128,6 +135,10 @@ __device__ __forceinline__ void wgmma_ss(float (&)[N / 8][4], WgmmaDesc, WgmmaDe
 template <class T, int N>
 __device__ __forceinline__ void wgmma_rs_tb(float (&)[N / 8][4], const std::uint32_t (&)[4],
                                             WgmmaDesc, bool) {
+  __trap();
+}
+template <class T, int N>
+__device__ __forceinline__ void wgmma_ss_tt(float (&)[N / 8][4], WgmmaDesc, WgmmaDesc, bool) {
   __trap();
 }
 #else
@@ -141,6 +152,24 @@ __device__ __forceinline__ void wgmma_ss<__nv_bfloat16, 64>(float (&d)[8][4], Wg
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
       "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
       "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_ss_tt<__nv_bfloat16, 64>(float (&d)[8][4], WgmmaDesc a,
+                                                               WgmmaDesc b, bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 1, 1;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
         "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
         "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
@@ -178,6 +207,24 @@ __device__ __forceinline__ void wgmma_ss<__half, 64>(float (&d)[8][4], WgmmaDesc
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
       "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
       "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
+        "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),
+        "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]),
+        "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(a), "l"(b), "r"(static_cast<int>(accumulate)));
+}
+
+template <>
+__device__ __forceinline__ void wgmma_ss_tt<__half, 64>(float (&d)[8][4], WgmmaDesc a, WgmmaDesc b,
+                                                        bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, "
+      "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 1, 1;\n}\n"
       : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]),
         "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
         "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]),

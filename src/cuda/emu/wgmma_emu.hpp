@@ -88,7 +88,10 @@ inline WarpgroupLane warpgroup_lane() {
 }
 }  // namespace emu_detail
 
-template <class T, int N>
+namespace emu_detail {
+/// An mma_async with both operands in shared memory; kTransA / kTransB: that operand is
+/// MN-major (imm-trans = 1), else K-major.
+template <class T, int N, bool kTransA, bool kTransB>
 void wgmma_ss(float (&d)[N / 8][4], WgmmaDesc a, WgmmaDesc b, bool accumulate) {
   constexpr const char* kWhat =
       std::is_same_v<T, __nv_bfloat16> ? "wgmma.m64nNk16.bf16 (ss)" : "wgmma.m64nNk16.f16 (ss)";
@@ -100,23 +103,36 @@ void wgmma_ss(float (&d)[N / 8][4], WgmmaDesc a, WgmmaDesc b, bool accumulate) {
   float(*acc)[4] = d;
   ::longattn::emu::wgmma_queue(
       [acc, a, b, accumulate] {
-        const auto oa = emu_detail::decode_sw128(a, kWhat);
-        const auto ob = emu_detail::decode_sw128(b, kWhat);
-        const auto me = emu_detail::warpgroup_lane();
+        const auto oa = decode_sw128(a, kWhat);
+        const auto ob = decode_sw128(b, kWhat);
+        const auto me = warpgroup_lane();
         for (int nb = 0; nb < N / 8; ++nb) {
           for (int e = 0; e < 4; ++e) {
             const int row = me.row0 + (e >> 1) * 8;
             const int col = nb * 8 + me.col0 + (e & 1);
             float sum = accumulate ? acc[nb][e] : 0.0F;
             for (int k = 0; k < 16; ++k) {
-              sum = std::fma(emu_detail::k_major<T>(oa, row, k, kWhat),
-                             emu_detail::k_major<T>(ob, col, k, kWhat), sum);
+              const float x =
+                  kTransA ? mn_major<T>(oa, k, row, kWhat) : k_major<T>(oa, row, k, kWhat);
+              const float y =
+                  kTransB ? mn_major<T>(ob, k, col, kWhat) : k_major<T>(ob, col, k, kWhat);
+              sum = std::fma(x, y, sum);
             }
             acc[nb][e] = sum;
           }
         }
       },
       {d, sizeof(d)});
+}
+}  // namespace emu_detail
+
+template <class T, int N>
+void wgmma_ss(float (&d)[N / 8][4], WgmmaDesc a, WgmmaDesc b, bool accumulate) {
+  emu_detail::wgmma_ss<T, N, false, false>(d, a, b, accumulate);
+}
+template <class T, int N>
+void wgmma_ss_tt(float (&d)[N / 8][4], WgmmaDesc a, WgmmaDesc b, bool accumulate) {
+  emu_detail::wgmma_ss<T, N, true, true>(d, a, b, accumulate);
 }
 
 template <class T, int N>
