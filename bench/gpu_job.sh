@@ -18,9 +18,9 @@
 #   STAGES="profile flex" bash bench/gpu_job.sh  (ncu on the bar's kernels; FlexAttention masks)
 #   STAGES="hotspots" bash bench/gpu_job.sh  (stall samples per SASS instruction: the 128t forward
 #     on full and sliding_window_causal, the fast backward; bench/ncu_hotspots.py reads them)
-# LONGATTN_CUDA_FORWARD_TILE=128h (the sm_90a wgmma forward, not yet taken by default) runs in
-# the check (full and quick lists), sanitize (memcheck, racecheck, synccheck), bench (tile
-# A/Bs) and profile stages.
+# LONGATTN_CUDA_FORWARD_TILE=128h and LONGATTN_CUDA_BACKWARD_TILE=128h (the sm_90a wgmma
+# forward and backward, not yet taken by default) run together in the check (full list) and
+# sanitize (memcheck, racecheck, synccheck) stages, each in the bench A/Bs and profile stage.
 # The build stage uses .gpudeps/bin/longattn.xz when it runs there (it saves minutes of device
 # time) and builds with CMake otherwise.
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
@@ -100,8 +100,8 @@ stage_check() {
   # The rule picks 64- or 128-row forward tiles by shape; run each kernel on the quick list,
   # and the fast backward on 64-key tiles (the default is 128 where instantiated). 128h is the
   # wgmma kernel (sm_90a), taken only when forced until these runs show it correct and faster;
-  # it also runs the full list.
-  LONGATTN_CUDA_FORWARD_TILE=128h timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" \
+  # it runs the full list with the wgmma backward (a failing row's op names which kernel).
+  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" \
     >"$LOGS/check_full128h.log" 2>&1
   rc=$?
   grep -E "FAIL" "$LOGS/check_full128h.log" | head -n 20
@@ -125,17 +125,17 @@ stage_sanitize() {
     "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck.log" 2>&1
   rc=$?
   record racecheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck.log" | tail -n 1)"
-  # The wgmma forward (forced): memcheck on the quick list, racecheck on the pattern cases.
-  LONGATTN_CUDA_FORWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool memcheck \
+  # The wgmma forward and backward (forced): memcheck on the quick list, racecheck on the pattern cases.
+  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool memcheck \
     --error-exitcode 9 "$CLI" check --device cuda --quick >"$LOGS/memcheck128h.log" 2>&1
   rc=$?
   record memcheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck128h.log" | tail -n 1)"
-  LONGATTN_CUDA_FORWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool racecheck \
+  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool racecheck \
     --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck128h.log" 2>&1
   rc=$?
   record racecheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck128h.log" | tail -n 1)"
   # The Hopper forward orders its warpgroups with a named barrier: synccheck checks its use.
-  LONGATTN_CUDA_FORWARD_TILE=128h timeout $(cap 200) compute-sanitizer --tool synccheck \
+  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 200) compute-sanitizer --tool synccheck \
     --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/synccheck128h.log" 2>&1
   rc=$?
   record synccheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/synccheck128h.log" | tail -n 1)"
@@ -169,13 +169,14 @@ stage_bench() {
     record "masks$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd' \
       "$LOGS/bench_masks_tile$tile.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
   done
-  # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles (the default), on 64 x 64
-  # tiles, and the deterministic mode (64 x 64).
-  for mode in fast fast64 deterministic; do
+  # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles with wgmma (fasth), the
+  # same with mma.sync (the default), on 64 x 64 tiles, and the deterministic mode (64 x 64).
+  for mode in fasth fast fast64 deterministic; do
     flag=""
     [ "$mode" = deterministic ] && flag="--deterministic"
-    tile=128
-    [ "$mode" = fast ] || tile=64
+    tile=64
+    [ "$mode" = fast ] && tile=128
+    [ "$mode" = fasth ] && tile=128h
     # shellcheck disable=SC2086
     LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
       --mask full,causal --bwd --reps 5 --no-check $flag >"$LOGS/bench_bwd_$mode.log" 2>&1
@@ -218,8 +219,8 @@ stage_profile() {
   done
   # The second call of each: fast mode launches dK/dV (with atomic dQ) alone, on 128- and on
   # 64-key tiles; deterministic mode dK/dV then dQ.
-  for tile in 128 64; do
-    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"dkdv_mma" \
+  for tile in 128h 128 64; do
+    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"dkdv_mma|backward_wgmma" \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 2 --H 16 --S 8192 --D 128 --mask causal --bwd --reps 1 --no-check \
       >"$LOGS/ncu_bwd_tile$tile.txt" 2>&1

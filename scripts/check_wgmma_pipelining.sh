@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Compiles the Hopper forward (kernels.list kind fwdh) for sm_90a and fails when ptxas reports
-# that it serialized the kernel's wgmma (C7510-C7520: "wgmma.mma_async instructions are
+# Compiles the Hopper forward and backward (kernels.list kinds fwdh, bwdh) for sm_90a and fails
+# when ptxas reports that it serialized a kernel's wgmma (C7510-C7520: "wgmma.mma_async instructions are
 # serialized ..."). ptxas says so only as an info line, and the kernel stays correct, so neither
 # the build nor any check would notice: each mma_async would then wait for the previous one
 # and the pipelining the kernel exists for would be gone (a branch the compiler cannot prove
@@ -15,7 +15,7 @@ if [ ! -x "$nvcc" ]; then
   exit 0
 fi
 status=0
-for tu in fwdh_bf16_d128 fwdh_fp16_d64; do
+for tu in fwdh_bf16_d128 fwdh_fp16_d64 bwdh_bf16_d128 bwdh_fp16_d64; do
   src="$build/generated/cuda/$tu.cu"
   [ -f "$src" ] || { echo "check_wgmma_pipelining: $src missing (configure $build first)"; exit 1; }
   log=$("$nvcc" -std=c++17 -O3 --expt-relaxed-constexpr -gencode arch=compute_90a,code=sm_90a \
@@ -25,7 +25,10 @@ for tu in fwdh_bf16_d128 fwdh_fp16_d64; do
     grep "serialized" <<<"$log"
     status=1
   else
-    echo "check_wgmma_pipelining: $tu: $(grep -m1 -o 'Used [0-9]* registers' <<<"$log"), wgmma not serialized"
+    # The wgmma kernel's line (the TU also holds other kernels).
+    regs=$(awk '/Compiling entry function .*wgmma_kernel/ { k = 1 } k && /Used [0-9]+ registers/ {
+      match($0, /Used [0-9]+ registers/); print substr($0, RSTART, RLENGTH); exit }' <<<"$log")
+    echo "check_wgmma_pipelining: $tu: $regs, wgmma not serialized"
   fi
 done
 exit $status

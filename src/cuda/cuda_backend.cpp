@@ -593,12 +593,13 @@ const MmaKernel* tensor_core_kernel(const Problem& p, MmaKind kind) {
   if (p.dtype != DType::kBF16 && p.dtype != DType::kF16) return nullptr;
   if (generic_forced()) return nullptr;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out)) return nullptr;
-  if ((kind == MmaKind::kBackward || kind == MmaKind::kBackwardWide) &&
+  if ((kind == MmaKind::kBackward || kind == MmaKind::kBackwardWide ||
+       kind == MmaKind::kBackwardHopper) &&
       (!aligned16(p.dout) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv))) {
     return nullptr;
   }
   // The wgmma kernels are sm_90a code: compute capability 9.0 alone.
-  if (kind == MmaKind::kForwardHopper &&
+  if ((kind == MmaKind::kForwardHopper || kind == MmaKind::kBackwardHopper) &&
       (props(p.device_index).major != 9 || props(p.device_index).minor != 0)) {
     return nullptr;
   }
@@ -726,14 +727,19 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
 }
 
 /// LONGATTN_CUDA_BACKWARD_TILE=64 or 128 forces the key tile of the fast tensor-core backward
-/// (where that instance exists); unset or empty = 128 where instantiated (returns 0).
+/// (where that instance exists); 128h the Hopper wgmma backward (64 x 128 tiles, compute
+/// capability 9.0; not taken unless forced until it is measured on a GPU). Unset or empty: 128
+/// where instantiated (returns 0).
+constexpr int kForcedHopperBackward = -1;
 int forced_backward_tile() {
   static const int forced = [] {
-    switch (env_choice("LONGATTN_CUDA_BACKWARD_TILE", {"64", "128"})) {
+    switch (env_choice("LONGATTN_CUDA_BACKWARD_TILE", {"64", "128", "128h"})) {
       case 0:
         return kMmaTileK;
       case 1:
         return kMmaWideTileK;
+      case 2:
+        return kForcedHopperBackward;
       default:
         return 0;
     }
@@ -772,6 +778,12 @@ BackwardChoice choose_backward(const Problem& p, const AttnParams& a, bool fast)
       c = {wide, occupancy, kMmaTileQ, kMmaWideTileK, true};
     }
   }
+  if (const MmaKernel* hopper = tensor_core_kernel(p, MmaKind::kBackwardHopper);
+      fast && hopper != nullptr && forced == kForcedHopperBackward) {
+    if (const int occupancy = mma_occupancy(hopper, p.device_index); occupancy > 0) {
+      c = {hopper, occupancy, kMmaTileQ, kMmaWideTileK, true};
+    }
+  }
   if (c.occupancy == 0) {  // no tensor-core kernel, or it does not fit this GPU's shared memory
     c = {nullptr, simt_occupancy(a, p.device_index, true), kSimtTileQ, kSimtTileK, false};
   }
@@ -793,6 +805,10 @@ std::string describe_kernels(const Problem& p) {
     const BackwardChoice c = choose_backward(p, base_params(p, table), !p.deterministic);
     if (c.mma == nullptr) return "generic SIMT kernels, tile 16x32";
     tile_k = c.tile_k;
+    if (c.mma->kind == MmaKind::kBackwardHopper) {
+      return "tensor cores (wgmma, sm_90a), tile " + std::to_string(c.tile_q) + "x" +
+             std::to_string(c.tile_k);
+    }
   } else {
     const ForwardChoice c = choose_forward(p, base_params(p, table));
     if (c.mma == nullptr) return "generic SIMT kernels, tile 16x32";

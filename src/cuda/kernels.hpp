@@ -60,6 +60,14 @@ int forward_wgmma_occupancy();
 template <int ELEM, int D>
 cudaError_t launch_forward_wgmma(const AttnParams& p, int grid, cudaStream_t stream);
 
+/// Hopper backward (sm90/backward_wgmma.cuh: the fast mode with wgmma on two warpgroups, 64 x
+/// 128 tiles) for ELEM and D = 64 or 128; compiled for sm_90a only (kernels.list kind bwdh).
+/// Needs p.dq_accum (no deterministic mode) and the prologue, as launch_backward_mma.
+template <int ELEM, int D>
+int backward_wgmma_occupancy();
+template <int ELEM, int D>
+cudaError_t launch_backward_wgmma(const AttnParams& p, int grid, cudaStream_t stream);
+
 /// Tensor-core backward for ELEM and D <= 128 over a 64 x KEYS schedule; instantiated like the
 /// forward. KEYS = 64: the fast mode (dK/dV with atomic dQ, when p.dq_accum is set) or the
 /// deterministic one (dK/dV pass, then dQ pass). KEYS = 128: the fast mode only. The row
@@ -72,14 +80,15 @@ cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stre
 /// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles on 8
 /// warps; kForwardTall: 128-row query tiles on 4 warps of 32 rows; kForwardHopper: 128-row
 /// query tiles on 2 warpgroups with wgmma, sm_90 only; kBackwardWide: the fast backward on
-/// 128-key tiles).
+/// 128-key tiles; kBackwardHopper: the same with wgmma on 2 warpgroups, sm_90 only).
 enum class MmaKind : std::uint8_t {
   kForward,
   kForwardWide,
   kForwardTall,
   kForwardHopper,
   kBackward,
-  kBackwardWide
+  kBackwardWide,
+  kBackwardHopper
 };
 
 /// One compiled tensor-core kernel.

@@ -125,6 +125,75 @@ __device__ __forceinline__ void add_tile_dq(const AttnParams& p, const T* dss, c
   }
 }
 
+/// P^T and dS^T in place of S^T and dP^T for one key tile of the dK/dV pass: this thread's
+/// keys key0 and key0 + 8 (the accumulator rows) against the BM queries of the tile (NB n8
+/// blocks; lse2 / rowdot hold the tile's row constants), the tile's bits at `bits_index` of
+/// schedule slot `se` (-1: FULL), jn keys and qn queries valid.
+template <int BM, int BN, int NB>
+__device__ __forceinline__ void key_tile_gradients(const AttnParams& p, const SlotEntry& se,
+                                                   int bits_index, const float* lse2,
+                                                   const float* rowdot, int key0, int tq, int jn,
+                                                   int qn, float (&st)[NB][4],
+                                                   float (&dpt)[NB][4]) {
+  static_assert(BM == 64 && NB == BM / 8, "one 64-bit word of query bits per key");
+  if (qn == BM && plain_full_tile(p, bits_index, jn, BN)) {
+    // FULL tile of full query rows: no mask. (A ragged last query tile keeps the mask: its
+    // zero rows times an Inf in K or V would be NaN in P^T / dS^T, hence in dK / dV.)
+#pragma unroll
+    for (int nb = 0; nb < NB; ++nb) {
+      const float2 l2 = *reinterpret_cast<const float2*>(lse2 + nb * 8 + tq * 2);
+      const float2 rd = *reinterpret_cast<const float2*>(rowdot + nb * 8 + tq * 2);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        plain_pair_gradient(st[nb][e], dpt[nb][e], (e & 1) != 0 ? l2.y : l2.x,
+                            (e & 1) != 0 ? rd.y : rd.x, p.scale * kLog2eF, p.scale, st[nb][e],
+                            dpt[nb][e]);
+      }
+    }
+    return;
+  }
+  std::uint64_t words[2] = {~0ULL, ~0ULL};
+  if (bits_index >= 0) {
+    const std::uint64_t* tile_bits =
+        p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN;
+    words[0] = key0 < jn ? tile_bits[key0] : 0ULL;
+    words[1] = key0 + 8 < jn ? tile_bits[key0 + 8] : 0ULL;
+  }
+#pragma unroll
+  for (int nb = 0; nb < NB; ++nb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int key = key0 + (e >> 1) * 8;
+      const int q = nb * 8 + tq * 2 + (e & 1);
+      const bool visible = key < jn && q < qn && ((words[e >> 1] >> q) & 1U) != 0;
+      pair_gradient<true>(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
+                          dpt[nb][e]);
+    }
+  }
+}
+
+/// Writes this thread's rows of dK and dV (keys `key` and key + 8 of KV head kvh; `left` of
+/// them in the sequence from `key` on) from the C-layout accumulators.
+template <class T, int DB>
+__device__ __forceinline__ void store_key_rows(const AttnParams& p, const BatchEntry& be, int kvh,
+                                               int key, int left, int tq, const float (&dk)[DB][4],
+                                               const float (&dv)[DB][4]) {
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (r * 8 >= left) continue;
+    const std::int64_t j = key + r * 8;
+    T* dkrow = static_cast<T*>(p.dk) + be.dk + j * p.dk_ts + kvh * p.dk_hs;
+    T* dvrow = static_cast<T*>(p.dv) + be.dv + j * p.dv_ts + kvh * p.dv_hs;
+#pragma unroll
+    for (int db = 0; db < DB; ++db) {
+      *reinterpret_cast<std::uint32_t*>(dkrow + db * 8 + tq * 2) =
+          pack_pair<T>(dk[db][2 * r], dk[db][2 * r + 1]);
+      *reinterpret_cast<std::uint32_t*>(dvrow + db * 8 + tq * 2) =
+          pack_pair<T>(dv[db][2 * r], dv[db][2 * r + 1]);
+    }
+  }
+}
+
 /// dK/dV over p.col_work (key tiles of kKeys); with kAtomicDq also dQ into p.dq_accum (fp32,
 /// packed rows x D).
 template <class T, int D, bool kAtomicDq, int kKeys = kMmaTileK>
@@ -230,40 +299,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
         }
 
         // ---- P^T and dS^T in place ----
-        if (qn == BM && plain_full_tile(p, bits_index, jn, BN)) {
-          // FULL tile of full query rows: no mask. (A ragged last query tile keeps the mask: its
-          // zero rows times an Inf in K or V would be NaN in P^T / dS^T, hence in dK / dV.)
-#pragma unroll
-          for (int nb = 0; nb < NB; ++nb) {
-            const float2 l2 = *reinterpret_cast<const float2*>(lse2 + nb * 8 + tq * 2);
-            const float2 rd = *reinterpret_cast<const float2*>(rowdot + nb * 8 + tq * 2);
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              plain_pair_gradient(st[nb][e], dpt[nb][e], (e & 1) != 0 ? l2.y : l2.x,
-                                  (e & 1) != 0 ? rd.y : rd.x, p.scale * kLog2eF, p.scale, st[nb][e],
-                                  dpt[nb][e]);
-            }
-          }
-        } else {
-          std::uint64_t words[2] = {~0ULL, ~0ULL};
-          if (bits_index >= 0) {
-            const std::uint64_t* tile_bits =
-                p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN;
-            words[0] = key0 < jn ? tile_bits[key0] : 0ULL;
-            words[1] = key0 + 8 < jn ? tile_bits[key0 + 8] : 0ULL;
-          }
-#pragma unroll
-          for (int nb = 0; nb < NB; ++nb) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = key0 + (e >> 1) * 8;
-              const int q = nb * 8 + tq * 2 + (e & 1);
-              const bool visible = key < jn && q < qn && ((words[e >> 1] >> q) & 1U) != 0;
-              pair_gradient<true>(p, st[nb][e], dpt[nb][e], lse2[q], rowdot[q], visible, st[nb][e],
-                                  dpt[nb][e]);
-            }
-          }
-        }
+        key_tile_gradients<BM, BN>(p, se, bits_index, lse2, rowdot, key0, tq, jn, qn, st, dpt);
 
         // ---- dV += P^T dO, dK += dS^T Q (k = the 64 queries) ----
 #pragma unroll
@@ -308,22 +344,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
     }
     cp_async_wait<0>();  // K/V alone were in flight when no query tile visits this key tile
 
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int key = key0 + r * 8;
-      if (key >= jn) continue;
-      T* dkrow = static_cast<T*>(p.dk) + be.dk + static_cast<std::int64_t>(k0 + key) * p.dk_ts +
-                 w.kvh * p.dk_hs;
-      T* dvrow = static_cast<T*>(p.dv) + be.dv + static_cast<std::int64_t>(k0 + key) * p.dv_ts +
-                 w.kvh * p.dv_hs;
-#pragma unroll
-      for (int db = 0; db < DB; ++db) {
-        *reinterpret_cast<std::uint32_t*>(dkrow + db * 8 + tq * 2) =
-            pack_pair<T>(dk[db][2 * r], dk[db][2 * r + 1]);
-        *reinterpret_cast<std::uint32_t*>(dvrow + db * 8 + tq * 2) =
-            pack_pair<T>(dv[db][2 * r], dv[db][2 * r + 1]);
-      }
-    }
+    store_key_rows<T>(p, be, w.kvh, k0 + key0, jn - key0, tq, dk, dv);
   });
 }
 
@@ -481,8 +502,11 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
   });
 }
 
-/// Fast mode: dQ = the fp32 accumulator in the input type, one warp per packed row.
-template <class T, int D>
+/// Fast mode: dQ = the fp32 accumulator in the input type, one warp per packed row. kCopy
+/// tells apart the instantiation of the sm_90a-only objects (the Hopper backward) from the
+/// multi-architecture one: one kernel in objects of different architectures would be
+/// registered twice, and the runtime could pick the copy that has no code for the GPU.
+template <class T, int D, int kCopy = 0>
 __global__ void __launch_bounds__(32 * kRowWarps) dq_accum_convert_kernel(const AttnParams p) {
   if (exact_path_taken(p)) return;
   const int lane = threadIdx.x % 32;

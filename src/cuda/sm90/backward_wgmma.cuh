@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: Apache-2.0
+// Tensor-core backward for Hopper (sm_90a): the fast mode of the sm80 backward (dK/dV per key
+// tile, dQ added into the fp32 accumulator with atomics) on 64 x 128 tiles with wgmma.
+//
+// Block = 8 warps = 2 warpgroups; warpgroup g owns keys 64 g .. 64 g + 63 of the 128-key tile
+// (warp w keys 16 w .. 16 w + 15, as in the 8-warp sm80 dK/dV pass). K and V stay resident; the
+// 64-row Q and dO tiles of every query head of the group and every query tile of the column
+// schedule stream through two buffers (the prefetch of the next tile crosses heads). Per tile
+// and warpgroup, all operands in 128-byte-swizzled panels (common/wgmma.cuh):
+//   S^T = K Q^T, dP^T = V dO^T   wgmma m64n64k16, K / V and Q / dO K-major (D / 16 k-steps each);
+//   P^T, dS^T                    in the accumulators (keys are the rows), the sm80 code;
+//   dV += P^T dO, dK += dS^T Q   wgmma m64nDk16 with P^T / dS^T re-packed as register A and
+//                                dO / Q read N-major (4 k-steps of 16 queries);
+//   dQ (+)= dS K                 dS^T goes to shared memory ([key][query]), then wgmma m64n64k16
+//                                with both operands MN-major: at D = 128 warpgroup g takes
+//                                columns 64 g .. 64 g + 63 over all 128 keys, at D = 64 all
+//                                columns over its own 64 keys; added to p.dq_accum with atomics.
+// The dV/dK products run while dS^T is stored and the dQ product is issued. Two block barriers
+// per tile (operands landed; dS^T complete). No intra-warpgroup pipelining across tiles,
+// producer warps or TMA yet. The deterministic mode, and Inf/NaN inputs, run elsewhere (the sm80
+// dQ pass; the generic kernels).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "cuda/common/device.cuh"
+#include "cuda/common/ptx.cuh"
+#include "cuda/common/wgmma.cuh"
+#include "cuda/kernels.hpp"
+#include "cuda/sm80/backward_mma.cuh"
+#include "cuda/sm80/forward_mma.cuh"
+
+namespace longattn::detail::cuda {
+
+template <int D>
+struct BackwardWgmmaTraits {
+  static constexpr int kWarps = 8;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kBlockM = kMmaTileQ;                          // 64 queries per tile
+  static constexpr int kBlockN = kMmaWideTileK;                      // 128 keys, 64 per warpgroup
+  static constexpr std::uint32_t kKVBytes = 2U * kBlockN * D;        // K or V
+  static constexpr std::uint32_t kQBytes = 2U * kBlockM * D;         // one Q or dO buffer
+  static constexpr std::uint32_t kDsBytes = 2U * kBlockN * kBlockM;  // dS^T [key][query]
+  static constexpr std::uint32_t kRowBytes = sizeof(float) * 2 * kBlockM;  // lse2 | rowdot
+  // + 1024: the panels start 1024-byte aligned (the swizzle atom) wherever the window begins.
+  static constexpr std::size_t kSmemBytes =
+      2 * kKVBytes + 4 * kQBytes + kDsBytes + 2 * kRowBytes + 1024;
+  // dQ = dS K per warpgroup: 64 columns (one panel) over kDqKeys keys.
+  static constexpr int kDqKeys = D == 128 ? kBlockN : 64;
+  static_assert(D == 64 || D == 128, "SW128 panels of 64 columns; wgmma N = D <= 256");
+};
+
+/// The query tiles a dK/dV work item visits, head after head of its group: query head h, entry
+/// c of the column schedule of (h, key tile kt), which ends at c_end.
+struct ColumnTile {
+  int h;
+  std::int64_t c;
+  std::int64_t c_end;
+};
+/// The first tile of head h or of a later head below h_end ({h_end, 0, 0}: none).
+__device__ __forceinline__ ColumnTile first_column_tile(const AttnParams& p, int b, int kt, int h,
+                                                        int h_end) {
+  for (; h < h_end; ++h) {
+    const SlotEntry& se = schedule_of(p, b, h).entry;
+    const std::int64_t c0 = p.sched.col_offsets[se.col_offsets + kt];
+    const std::int64_t c1 = p.sched.col_offsets[se.col_offsets + kt + 1];
+    if (c0 < c1) return {h, c0, c1};
+  }
+  return {h_end, 0, 0};
+}
+__device__ __forceinline__ ColumnTile next_column_tile(const AttnParams& p, int b, int kt,
+                                                       const ColumnTile& t, int h_end) {
+  if (t.c + 1 < t.c_end) return {t.h, t.c + 1, t.c_end};
+  return first_column_tile(p, b, kt, t.h + 1, h_end);
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
+    backward_wgmma_kernel(const AttnParams p) {
+#ifdef LONGATTN_WGMMA_UNAVAILABLE
+  __trap();  // not an sm_90a build of this kernel; the host never launches it
+#else
+  using Tr = BackwardWgmmaTraits<D>;
+  constexpr int BM = Tr::kBlockM;
+  constexpr int BN = Tr::kBlockN;
+  constexpr int NB = BM / 8;   // n8 blocks of S^T (queries)
+  constexpr int DB = D / 8;    // n8 blocks of dK / dV
+  constexpr int KS = BM / 16;  // k-steps of dV / dK (queries)
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  unsigned char* ks = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
+  unsigned char* vs = ks + Tr::kKVBytes;
+  unsigned char* qs = vs + Tr::kKVBytes;       // [2] Q buffers
+  unsigned char* dos = qs + 2 * Tr::kQBytes;   // [2] dO buffers
+  unsigned char* dss = dos + 2 * Tr::kQBytes;  // dS^T: BN rows (keys) of 64 queries, one panel
+  auto* rows = reinterpret_cast<float*>(dss + Tr::kDsBytes);  // [2][lse2 BM | rowdot BM]
+  const int warp = threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  const int group = lane >> 2;
+  const int tq = lane & 3;
+  const int warpgroup = warp / 4;
+  const int key0 = warp * 16 + group;  // key rows key0 and key0 + 8 of the tile
+  // Descriptors (k-steps and buffers add their offsets >> 4 to the start address field):
+  //   A of S^T / dP^T: this warpgroup's 64 rows of K / V, K-major;
+  //   B of S^T / dP^T: Q / dO, K-major; B of dK / dV: the same tiles N-major;
+  //   A of dQ: dS^T read MN-major (queries contiguous); B of dQ: K read N-major.
+  const std::uint32_t own_rows = static_cast<std::uint32_t>(warpgroup) * 64U * 128U;
+  const WgmmaDesc k_desc = wgmma_desc(smem_addr(ks + own_rows), 16, 1024);
+  const WgmmaDesc v_desc = wgmma_desc(smem_addr(vs + own_rows), 16, 1024);
+  const WgmmaDesc q_desc = wgmma_desc(smem_addr(qs), 16, 1024);
+  const WgmmaDesc do_desc = wgmma_desc(smem_addr(dos), 16, 1024);
+  const WgmmaDesc q_ndesc = wgmma_desc(smem_addr(qs), BM * 128, 1024);
+  const WgmmaDesc do_ndesc = wgmma_desc(smem_addr(dos), BM * 128, 1024);
+  // dQ: D = 128: columns 64 g.. (panel g of K) over all keys; D = 64: panel 0 over own keys.
+  const std::uint32_t dq_key_bytes = Tr::kDqKeys == BN ? 0U : own_rows;
+  const std::uint32_t dq_panel = D == 128 ? static_cast<std::uint32_t>(warpgroup) * BN * 128U : 0U;
+  const int dq_col0 = D == 128 ? warpgroup * 64 : 0;
+  const WgmmaDesc ds_desc = wgmma_desc(smem_addr(dss + dq_key_bytes), BN * 128, 1024);
+  const WgmmaDesc kq_desc = wgmma_desc(smem_addr(ks + dq_key_bytes + dq_panel), BN * 128, 1024);
+  constexpr std::uint32_t kQStep = Tr::kQBytes >> 4;   // the second Q / dO buffer
+  constexpr std::uint32_t kKStep = (16U * 128U) >> 4;  // 16 rows of an N-major / MN-major operand
+
+  const int items = exact_path_taken(p) ? 0 : p.num_col_work;  // as in dkdv_mma_kernel
+  for_each_work_item(p.work_counter + 1, items, [&](int item) {
+    const ColWork w = p.col_work[item];
+    const BatchEntry be = p.batch[w.b];
+    const int k0 = w.kt * BN;
+    const int jn = min(BN, be.skv - k0);
+    load_rows_async<T, D, Tr::kThreads>(
+        [ks](int r, int ch) { return smem_addr(ks + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
+        p.k, be.k + w.kvh * p.k_hs, p.k_ts, k0, jn);
+    load_rows_async<T, D, Tr::kThreads>(
+        [vs](int r, int ch) { return smem_addr(vs + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
+        p.v, be.v + w.kvh * p.v_hs, p.v_ts, k0, jn);
+    cp_async_commit();
+
+    float dk[DB][4], dv[DB][4];
+#pragma unroll
+    for (int db = 0; db < DB; ++db) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dk[db][e] = dv[db][e] = 0.0F;
+    }
+    const int h_end = (w.kvh + 1) * p.group;
+    auto issue_q = [&](const ColumnTile& t, int buf) {
+      const std::int64_t ebase = schedule_of(p, w.b, t.h).base;
+      const int q0 = p.sched.q_tile[ebase + t.c] * BM;
+      const int qn = min(BM, be.sq - q0);
+      unsigned char* qd = qs + buf * Tr::kQBytes;
+      unsigned char* dod = dos + buf * Tr::kQBytes;
+      load_rows_async<T, D, Tr::kThreads>(
+          [qd](int r, int ch) { return smem_addr(qd + sw128_offset(Tr::kBlockM, r, ch * 8)); }, BM,
+          p.q, be.q + t.h * p.q_hs, p.q_ts, q0, qn);
+      load_rows_async<T, D, Tr::kThreads>(
+          [dod](int r, int ch) { return smem_addr(dod + sw128_offset(Tr::kBlockM, r, ch * 8)); },
+          BM, p.dout, be.dout + t.h * p.do_hs, p.do_ts, q0, qn);
+      cp_async_commit();
+      const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(t.h) * be.sq;
+      float* r = rows + buf * 2 * BM;
+      for (int i = threadIdx.x; i < BM; i += Tr::kThreads) {
+        r[i] = i < qn ? p.row_lse2[rbase + q0 + i] : pos_inf();
+        r[BM + i] = i < qn ? p.row_dot[rbase + q0 + i] : 0.0F;
+      }
+    };
+
+    ColumnTile cur = first_column_tile(p, w.b, w.kt, w.kvh * p.group, h_end);
+    if (cur.h < h_end) issue_q(cur, 0);
+    for (int i = 0; cur.h < h_end; ++i) {
+      const int buf = i & 1;
+      cp_async_wait<0>();   // this tile (and, at i = 0, K/V): this thread's copies have landed
+      fence_proxy_async();  // ... and are visible to wgmma after the barrier
+      // Every thread is past tile i - 1, whose wgmma have all retired: its buffers and dS^T
+      // may be refilled.
+      __syncthreads();
+      const ColumnTile next = next_column_tile(p, w.b, w.kt, cur, h_end);
+      if (next.h < h_end) issue_q(next, buf ^ 1);
+      const SlotRef sr = schedule_of(p, w.b, cur.h);
+      const int q0 = p.sched.q_tile[sr.base + cur.c] * BM;
+      const int qn = min(BM, be.sq - q0);
+      const int bits_index = p.sched.col_bits[sr.base + cur.c];
+      const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(cur.h) * be.sq;
+      const float* lse2 = rows + buf * 2 * BM;
+      const float* rowdot = lse2 + BM;
+      const std::uint32_t qstep = buf * kQStep;
+
+      // ---- S^T = K Q^T, dP^T = V dO^T: D / 16 k-steps of 16 columns, 4 per 64-column panel;
+      // the first with scale-d = 0 ----
+      float st[NB][4], dpt[NB][4];
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const std::uint32_t a_off = ((kk / 4) * BN * 128 + (kk % 4) * 32) >> 4;
+        const std::uint32_t b_off = ((kk / 4) * BM * 128 + (kk % 4) * 32) >> 4;
+        wgmma_ss<T, BM>(st, k_desc + a_off, q_desc + qstep + b_off, kk > 0);
+      }
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const std::uint32_t a_off = ((kk / 4) * BN * 128 + (kk % 4) * 32) >> 4;
+        const std::uint32_t b_off = ((kk / 4) * BM * 128 + (kk % 4) * 32) >> 4;
+        wgmma_ss<T, BM>(dpt, v_desc + a_off, do_desc + qstep + b_off, kk > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operand(st);
+      wgmma_fence_operand(dpt);
+
+      // ---- P^T and dS^T in place (the sm80 code) ----
+      key_tile_gradients<BM, BN>(p, sr.entry, bits_index, lse2, rowdot, key0, tq, jn, qn, st, dpt);
+
+      // ---- dV += P^T dO, dK += dS^T Q (k = the 64 queries) ----
+      std::uint32_t pa[KS][4], dsa[KS][4];
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        probability_fragment<T>(st, kk, pa[kk]);
+        probability_fragment<T>(dpt, kk, dsa[kk]);
+      }
+      wgmma_fence_operand(dk);
+      wgmma_fence_operand(dv);
+      wgmma_fence_operand(pa);
+      wgmma_fence_operand(dsa);
+      wgmma_fence();  // pa and dsa were written by ordinary instructions
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        wgmma_rs_tb<T, D>(dv, pa[kk], do_ndesc + qstep + kk * kKStep, true);
+      }
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        wgmma_rs_tb<T, D>(dk, dsa[kk], q_ndesc + qstep + kk * kKStep, true);
+      }
+      wgmma_commit();
+      wgmma_fence_operand(pa);
+      wgmma_fence_operand(dsa);
+
+      // ---- dS^T to shared memory (rows key0, key0 + 8; query pairs), read while the dV / dK
+      // products run (their A registers must only not be written) ----
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        const int qc = kk * 16 + tq * 2;
+        *reinterpret_cast<std::uint32_t*>(dss + sw128_offset(BN, key0, qc)) = dsa[kk][0];
+        *reinterpret_cast<std::uint32_t*>(dss + sw128_offset(BN, key0 + 8, qc)) = dsa[kk][1];
+        *reinterpret_cast<std::uint32_t*>(dss + sw128_offset(BN, key0, qc + 8)) = dsa[kk][2];
+        *reinterpret_cast<std::uint32_t*>(dss + sw128_offset(BN, key0 + 8, qc + 8)) = dsa[kk][3];
+      }
+      fence_proxy_async();
+      __syncthreads();  // the whole dS^T tile is in shared memory
+
+      // ---- dQ (+)= dS K over this warpgroup's columns and keys, into the accumulator ----
+      float dq[8][4];
+      wgmma_fence();  // dq's registers held S^T, read by ordinary instructions
+#pragma unroll
+      for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
+        wgmma_ss_tt<T, 64>(dq, ds_desc + kk * kKStep, kq_desc + kk * kKStep, kk > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      wgmma_fence_operand(dq);
+      wgmma_fence_operand(dk);
+      wgmma_fence_operand(dv);
+      const int qrow = (warp % 4) * 16 + group;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        if (qrow + r * 8 >= qn) continue;
+        float* dst = p.dq_accum + (rbase + q0 + qrow + r * 8) * D + dq_col0 + tq * 2;
+#pragma unroll
+        for (int nb = 0; nb < 8; ++nb) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+          atomicAdd(reinterpret_cast<float2*>(dst + nb * 8),
+                    make_float2(dq[nb][2 * r], dq[nb][2 * r + 1]));
+#else
+          atomicAdd(dst + nb * 8, dq[nb][2 * r]);
+          atomicAdd(dst + nb * 8 + 1, dq[nb][2 * r + 1]);
+#endif
+        }
+      }
+      cur = next;
+    }
+    cp_async_wait<0>();  // K/V alone were in flight when no query tile visits this key tile
+
+    store_key_rows<T>(p, be, w.kvh, k0 + key0, jn - key0, tq, dk, dv);
+  });
+#endif  // LONGATTN_WGMMA_UNAVAILABLE
+}
+
+/// Resident blocks per SM (0 when the kernel cannot be configured).
+template <int ELEM, int D>
+int backward_wgmma_occupancy() {
+  using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
+  using Tr = BackwardWgmmaTraits<D>;
+  return resident_blocks(backward_wgmma_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes);
+}
+
+/// The fast mode only (p.dq_accum set and zeroed): dK/dV with atomic dQ, then the dQ
+/// conversion. The prologue has run on the same stream; p.sched has 64 x 128 tiles.
+template <int ELEM, int D>
+cudaError_t launch_backward_wgmma(const AttnParams& p, int grid, cudaStream_t stream) {
+  using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
+  using Tr = BackwardWgmmaTraits<D>;
+  if (p.sched.tile_k != Tr::kBlockN || p.sched.tile_q != Tr::kBlockM || p.dq_accum == nullptr) {
+    return cudaErrorInvalidValue;
+  }
+  if (cudaError_t e = allow_dynamic_smem(backward_wgmma_kernel<T, D>, Tr::kSmemBytes);
+      e != cudaSuccess)
+    return e;
+  launch_kernel(backward_wgmma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+  if (p.packed_rows > 0) {
+    launch_kernel(dq_accum_convert_kernel<T, D, 1>, packed_row_blocks(p.packed_rows),
+                  32 * kRowWarps, 0, stream, p);
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace longattn::detail::cuda
+
+/// Explicit instantiation of one (element type, head dim) Hopper backward (kernels.list kind
+/// bwdh; built for sm_90a only).
+#define LONGATTN_INSTANTIATE_BACKWARD_WGMMA(ELEM, D)                           \
+  template int longattn::detail::cuda::backward_wgmma_occupancy<ELEM, D>();    \
+  template cudaError_t longattn::detail::cuda::launch_backward_wgmma<ELEM, D>( \
+      const longattn::detail::cuda::AttnParams&, int, cudaStream_t);
