@@ -492,18 +492,22 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
           detail::reference::backward(p, {true, c.dtype});
         }
       }
-      auto grad_metric = [&](const char* name, const Buf& got, const Buf& ref, const Buf& naive) {
+      // `headroom` x the naive same-dtype backward's error. dQ gets 3x (FA2's tests allow 2-3x):
+      // it sums dS K over a whole row of keys in another order than the naive loop, and 2x
+      // failed once (fp16 varlen causal, 2.23x); planted dQ bugs err by more than 100x.
+      auto grad_metric = [&](const char* name, const Buf& got, const Buf& ref, const Buf& naive,
+                             double headroom) {
         double bound = tol.abs_scale * std::max(1.0, max_abs_of(ref));
         if (c.dtype != DType::kF32) {
           const double naive_err = compare("naive", naive, ref, 0.0, 1e300).max_abs;
-          bound = 2.0 * std::max(naive_err, storage_error(ref, c.dtype)) + 1e-6;
+          bound = headroom * std::max(naive_err, storage_error(ref, c.dtype)) + 1e-6;
         }
         res.metrics.push_back(compare(name, got, ref, bound, tol.rel_l2, true));
       };
       auto check_grads = [&](const Tensors& got, const std::string& suffix) {
-        grad_metric(("dq" + suffix).c_str(), got.dq, rdq, ndq);
-        grad_metric(("dk" + suffix).c_str(), got.dk, rdk, ndk);
-        grad_metric(("dv" + suffix).c_str(), got.dv, rdv, ndv);
+        grad_metric(("dq" + suffix).c_str(), got.dq, rdq, ndq, 3.0);
+        grad_metric(("dk" + suffix).c_str(), got.dk, rdk, ndk, 2.0);
+        grad_metric(("dv" + suffix).c_str(), got.dv, rdv, ndv, 2.0);
         if (c.sink_logits) {
           res.metrics.push_back(compare("dsink" + suffix, got.dsink, rdsink, 0.0,
                                         // Sums P_sink * (dO . O) over rows: terms of both signs,
