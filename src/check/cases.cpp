@@ -319,8 +319,11 @@ CaseResult run_case(const Case& c, Backend backend, std::uint64_t seed) {
     std::uniform_int_distribution<std::size_t> pick_q(0, t.q.offsets.size() - 1);
     std::uniform_int_distribution<std::size_t> pick_k(0, t.k.offsets.size() - 1);
     t.q.set(pick_q(rng), std::numeric_limits<float>::quiet_NaN());
-    t.k.set(pick_k(rng), std::numeric_limits<float>::infinity());
-    t.v.set(pick_k(rng), std::numeric_limits<float>::quiet_NaN());
+    // V's NaN at the element of K's +Inf: the rows whose query is negative in that column score
+    // -Inf there, a zero weight against a NaN even in a tile no mask touches.
+    const std::size_t k_inf = pick_k(rng);
+    t.k.set(k_inf, std::numeric_limits<float>::infinity());
+    t.v.set(k_inf, std::numeric_limits<float>::quiet_NaN());
     t.v.set(pick_k(rng), -std::numeric_limits<float>::infinity());
   }
   const TensorView no_view{};

@@ -22,9 +22,13 @@
 #define LONGATTN_DYNAMIC_SHARED(type, name) \
   type* name = reinterpret_cast<type*>(::longattn::emu::dynamic_shared_memory())
 // NOLINTEND(bugprone-macro-parentheses)
+/// A device function kept out of line on the GPU (the host compiler's headers own __noinline__).
+#define LONGATTN_NOINLINE
 #else
 /// The block's dynamic shared memory as `type name[]`.
 #define LONGATTN_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
+/// A device function kept out of line on the GPU.
+#define LONGATTN_NOINLINE __noinline__
 #endif
 
 namespace longattn::detail::cuda {

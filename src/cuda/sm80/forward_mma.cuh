@@ -20,6 +20,8 @@
 
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "cuda/common/device.cuh"
 #include "cuda/common/ptx.cuh"
 #include "cuda/kernels.hpp"
@@ -251,6 +253,28 @@ __device__ __forceinline__ bool tile_has_nonfinite(int jn, Chunk&& chunk) {
   return bad;
 }
 
+/// True when one of this thread's O accumulators in rows below qn (SL slabs of 16 rows from
+/// warp_row0; rows group and group + 8) is Inf or NaN. The caller OR-reduces it over the block.
+template <int SL, int DB>
+__device__ __forceinline__ bool output_has_nonfinite(const float (&o)[SL][DB][4], int warp_row0,
+                                                     int group, int qn) {
+  bool bad = false;
+#pragma unroll
+  for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (warp_row0 + sl * 16 + group + r * 8 >= qn) continue;
+#pragma unroll
+      for (int db = 0; db < DB; ++db) {
+        // (NaN fails the comparison.)
+        bad |= !(fabsf(o[sl][db][2 * r]) <= 3.402823466e38F);
+        bad |= !(fabsf(o[sl][db][2 * r + 1]) <= 3.402823466e38F);
+      }
+    }
+  }
+  return bad;
+}
+
 /// The exact P.V of one slab for a tile whose V holds Inf/NaN: a weight of zero never reads V.
 /// v_pair(key, col) is the address of V elements (key, col), (key, col + 1) (col even).
 /// NOTE: the n8 blocks of keys are a runtime loop (#pragma unroll 1) that picks its block's
@@ -419,10 +443,14 @@ __device__ __forceinline__ void store_forward_rows(const AttnParams& p, const Ro
   }
 }
 
-template <class T, int D, int WARPS, int SLABS>
-__global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
-                                  ForwardMmaTraits<D, WARPS, SLABS>::kMinBlocks)
-    forward_mma_kernel(const AttnParams p) {
+/// One work item of forward_mma_kernel. Inf/NaN in V: the tensor-core P.V spreads them through
+/// zero weights (masked keys, scores of -Inf), where the oracle's exact product never reads V.
+/// Such a product always leaves an Inf/NaN in O, so the fast attempt (kExact = false) never looks
+/// at V; when O comes out with an Inf or NaN it returns false without storing, and the work item
+/// runs again as the exact attempt, which scans V in every tile and takes the exact P.V path in
+/// those that hold one.
+template <class T, int D, int WARPS, int SLABS, bool kExact>
+__device__ __forceinline__ bool forward_mma_item(const AttnParams& p, int item) {
   using Tr = ForwardMmaTraits<D, WARPS, SLABS>;
   constexpr int SL = SLABS;  // m16 slabs per warp: rows warp * 16 * SL .. + 16 * SL - 1
   constexpr int BM = Tr::kBlockM;
@@ -447,127 +475,142 @@ __global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
   const float raw_to_log2 = p.scale * kLog2eF;
   const int warp_row0 = warp * 16 * SL;  // first tile row of this warp
 
-  for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
-    ForwardRowTile<BM> tile(p, item);
-    const RowWork& w = tile.w;
-    const BatchEntry& be = tile.be;
-    const int qn = tile.qn;
-    const int entries = tile.entries;
-    auto issue_next = [&](int, int buf) {
-      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, buf, p, be, tile.kvh, tile.next_key_tile());
-    };
-    load_query_tile_async<T, D, Tr::kThreads>(qs, BM, p, be, w.h, w.qt, qn);
-    cp_async_commit();
-    if (entries > 0)
-      issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, 0, p, be, tile.kvh, tile.first_key_tile());
-    int row_bit[SL][2];
-    tile.template row_bits<SL>(p, warp_row0, group, row_bit);
+  ForwardRowTile<BM> tile(p, item);
+  const RowWork& w = tile.w;
+  const BatchEntry& be = tile.be;
+  const int qn = tile.qn;
+  const int entries = tile.entries;
+  auto issue_next = [&](int, int buf) {
+    issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, buf, p, be, tile.kvh, tile.next_key_tile());
+  };
+  load_query_tile_async<T, D, Tr::kThreads>(qs, BM, p, be, w.h, w.qt, qn);
+  cp_async_commit();
+  if (entries > 0)
+    issue_kv_tile<T, D, BN, Tr::kThreads>(ks, vs, 0, p, be, tile.kvh, tile.first_key_tile());
+  int row_bit[SL][2];
+  tile.template row_bits<SL>(p, warp_row0, group, row_bit);
 
-    float o[SL][DB][4];
-    float m[SL][2];
-    float l[SL][2];
+  float o[SL][DB][4];
+  float m[SL][2];
+  float l[SL][2];
 #pragma unroll
-    for (int sl = 0; sl < SL; ++sl) {
+  for (int sl = 0; sl < SL; ++sl) {
 #pragma unroll
-      for (int db = 0; db < DB; ++db)
-        o[sl][db][0] = o[sl][db][1] = o[sl][db][2] = o[sl][db][3] = 0.0F;
-      m[sl][0] = m[sl][1] = neg_inf();
-      l[sl][0] = l[sl][1] = 0.0F;
+    for (int db = 0; db < DB; ++db)
+      o[sl][db][0] = o[sl][db][1] = o[sl][db][2] = o[sl][db][3] = 0.0F;
+    m[sl][0] = m[sl][1] = neg_inf();
+    l[sl][0] = l[sl][1] = 0.0F;
+  }
+  const bool warp_active = warp_row0 < qn;  // warp-uniform
+
+  for (int i = 0; i < entries; ++i) {
+    const int buf = i & 1;
+    await_tile(i, entries, issue_next);
+    const auto [kt, bits_index] = tile.step(i);
+    const int jn = min(BN, be.skv - kt * BN);
+    const T* kb = ks + buf * BN * P;
+    const T* vb = vs + buf * BN * P;
+
+    // The exact attempt: a tile whose V holds an Inf/NaN takes the exact P.V path below.
+    bool v_nonfinite = false;
+    if constexpr (kExact) {  // block-uniform, so the barrier below is too
+      const bool v_bad = tile_has_nonfinite<T, Tr::kChunks, Tr::kThreads>(
+          jn, [&](int r, int c) { return vb + r * P + c * 8; });
+      v_nonfinite = __syncthreads_or(v_bad) != 0;
     }
-    const bool warp_active = warp_row0 < qn;  // warp-uniform
 
-    for (int i = 0; i < entries; ++i) {
-      const int buf = i & 1;
-      await_tile(i, entries, issue_next);
-      const auto [kt, bits_index] = tile.step(i);
-      const int jn = min(BN, be.skv - kt * BN);
-      const T* kb = ks + buf * BN * P;
-      const T* vb = vs + buf * BN * P;
-
-      // Inf/NaN in V: the tensor-core product would spread them through the zero weights of
-      // masked keys, so a PARTIAL tile holding any takes the exact path below. A FULL tile has
-      // no masked key (rows past the sequence end are zero-filled), so it skips the scan.
-      bool v_nonfinite = false;
-      if (bits_index >= 0) {  // block-uniform, so the barrier below is too
-        const bool v_bad = tile_has_nonfinite<T, Tr::kChunks, Tr::kThreads>(
-            jn, [&](int r, int c) { return vb + r * P + c * 8; });
-        v_nonfinite = __syncthreads_or(v_bad) != 0;
+    if (warp_active) {
+      // ---- S = Q K^T (each K fragment serves the warp's SL slabs) ----
+      float s[SL][NB][4];
+#pragma unroll
+      for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+        for (int nb = 0; nb < NB; ++nb)
+          s[sl][nb][0] = s[sl][nb][1] = s[sl][nb][2] = s[sl][nb][3] = 0.0F;
       }
-
-      if (warp_active) {
-        // ---- S = Q K^T (each K fragment serves the warp's SL slabs) ----
-        float s[SL][NB][4];
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        std::uint32_t a[SL][4];
 #pragma unroll
         for (int sl = 0; sl < SL; ++sl) {
-#pragma unroll
-          for (int nb = 0; nb < NB; ++nb)
-            s[sl][nb][0] = s[sl][nb][1] = s[sl][nb][2] = s[sl][nb][3] = 0.0F;
+          ldmatrix_x4(a[sl], smem_addr(qs + (warp_row0 + sl * 16 + (lane % 16)) * P + kk * 16 +
+                                       (lane / 16) * 8));
         }
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-          std::uint32_t a[SL][4];
+        for (int nb = 0; nb < NB; nb += 2) {
+          std::uint32_t b[4];
+          ldmatrix_x4(b, smem_addr(kb + (nb * 8 + (lane % 8) + (lane / 16) * 8) * P + kk * 16 +
+                                   ((lane / 8) & 1) * 8));
 #pragma unroll
           for (int sl = 0; sl < SL; ++sl) {
-            ldmatrix_x4(a[sl], smem_addr(qs + (warp_row0 + sl * 16 + (lane % 16)) * P + kk * 16 +
-                                         (lane / 16) * 8));
+            mma_16816<T>(s[sl][nb], a[sl], b[0], b[1]);
+            mma_16816<T>(s[sl][nb + 1], a[sl], b[2], b[3]);
           }
-#pragma unroll
-          for (int nb = 0; nb < NB; nb += 2) {
-            std::uint32_t b[4];
-            ldmatrix_x4(b, smem_addr(kb + (nb * 8 + (lane % 8) + (lane / 16) * 8) * P + kk * 16 +
-                                     ((lane / 8) & 1) * 8));
-#pragma unroll
-            for (int sl = 0; sl < SL; ++sl) {
-              mma_16816<T>(s[sl][nb], a[sl], b[0], b[1]);
-              mma_16816<T>(s[sl][nb + 1], a[sl], b[2], b[3]);
-            }
-          }
-        }
-
-        // ---- mask, logit transform, online softmax (rows group and group + 8 of each slab) ----
-        // Block-uniform. Rows past qn need no mask: their Q rows are zero, nothing is written.
-        const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
-        const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
-        const std::uint64_t* tile_bits =
-            tile.template tile_bits<BN, Tr::kWordsPerRow>(p, bits_index);
-        if (!raw_scores) {
-          mask_and_transform<SL, NB, Tr::kWordsPerRow>(p, s, tile_bits, row_bit, warp_row0, group,
-                                                       tq, jn, qn, post);
-        }
-        if (softmax) online_softmax(s, m, l, o, to_log2);
-
-        // ---- O += P V (each V fragment serves the warp's SL slabs) ----
-        if (!v_nonfinite) {
-#pragma unroll
-          for (int kk = 0; kk < BN / 16; ++kk) {
-            std::uint32_t a[SL][4];
-#pragma unroll
-            for (int sl = 0; sl < SL; ++sl) probability_fragment<T>(s[sl], kk, a[sl]);
-#pragma unroll
-            for (int db = 0; db < DB; db += 2) {
-              std::uint32_t b[4];
-              ldmatrix_x4_trans(
-                  b, smem_addr(vb + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P + db * 8 +
-                               (lane / 16) * 8));
-#pragma unroll
-              for (int sl = 0; sl < SL; ++sl) {
-                mma_16816<T>(o[sl][db], a[sl], b[0], b[1]);
-                mma_16816<T>(o[sl][db + 1], a[sl], b[2], b[3]);
-              }
-            }
-          }
-        } else {
-          // Exact path, one slab at a time.
-          auto v_pair = [&](int key, int col) { return vb + key * P + col; };
-          exact_pv<T>(s[0], o[0], jn, lane, tq, v_pair);
-          if constexpr (SL == 2) exact_pv<T>(s[1], o[1], jn, lane, tq, v_pair);
         }
       }
-      __syncthreads();  // this buffer is refilled by the prefetch of iteration i + 2
-    }
-    cp_async_wait<0>();  // Q alone was in flight when the tile has no key tiles
 
-    store_forward_rows<T, D, BM, SL>(p, w, be, o, m, l, warp_row0, group, tq, qn);
+      // ---- mask, logit transform, online softmax (rows group and group + 8 of each slab) ----
+      // Block-uniform. Rows past qn need no mask: their Q rows are zero, nothing is written.
+      const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
+      const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
+      const std::uint64_t* tile_bits = tile.template tile_bits<BN, Tr::kWordsPerRow>(p, bits_index);
+      if (!raw_scores) {
+        mask_and_transform<SL, NB, Tr::kWordsPerRow>(p, s, tile_bits, row_bit, warp_row0, group, tq,
+                                                     jn, qn, post);
+      }
+      if (softmax) online_softmax(s, m, l, o, to_log2);
+
+      // ---- O += P V (each V fragment serves the warp's SL slabs) ----
+      if (!v_nonfinite) {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+          std::uint32_t a[SL][4];
+#pragma unroll
+          for (int sl = 0; sl < SL; ++sl) probability_fragment<T>(s[sl], kk, a[sl]);
+#pragma unroll
+          for (int db = 0; db < DB; db += 2) {
+            std::uint32_t b[4];
+            ldmatrix_x4_trans(b, smem_addr(vb + (kk * 16 + (lane % 8) + ((lane / 8) & 1) * 8) * P +
+                                           db * 8 + (lane / 16) * 8));
+#pragma unroll
+            for (int sl = 0; sl < SL; ++sl) {
+              mma_16816<T>(o[sl][db], a[sl], b[0], b[1]);
+              mma_16816<T>(o[sl][db + 1], a[sl], b[2], b[3]);
+            }
+          }
+        }
+      } else {
+        // Exact path, one slab at a time.
+        auto v_pair = [&](int key, int col) { return vb + key * P + col; };
+        exact_pv<T>(s[0], o[0], jn, lane, tq, v_pair);
+        if constexpr (SL == 2) exact_pv<T>(s[1], o[1], jn, lane, tq, v_pair);
+      }
+    }
+    __syncthreads();  // this buffer is refilled by the prefetch of iteration i + 2
+  }
+  cp_async_wait<0>();  // Q alone was in flight when the tile has no key tiles
+  // (After the barrier no thread reads this attempt's shared memory any more.)
+  if (!kExact && __syncthreads_or(output_has_nonfinite(o, warp_row0, group, qn)) != 0) return false;
+
+  store_forward_rows<T, D, BM, SL>(p, w, be, o, m, l, warp_row0, group, tq, qn);
+  return true;
+}
+
+/// The exact attempt out of line: inlined, its registers (the exact P.V, the V scan) would add
+/// to the fast attempt's and spill in the hot loop of the 32-row-slab kernels.
+template <class T, int D, int WARPS, int SLABS>
+__device__ LONGATTN_NOINLINE void forward_mma_item_exact(const AttnParams p, int item) {
+  forward_mma_item<T, D, WARPS, SLABS, true>(p, item);
+}
+
+template <class T, int D, int WARPS, int SLABS>
+__global__ void __launch_bounds__(ForwardMmaTraits<D, WARPS, SLABS>::kThreads,
+                                  ForwardMmaTraits<D, WARPS, SLABS>::kMinBlocks)
+    forward_mma_kernel(const AttnParams p) {
+  for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
+    if (!forward_mma_item<T, D, WARPS, SLABS, false>(p, item)) {
+      forward_mma_item_exact<T, D, WARPS, SLABS>(p, item);
+    }
   });
 }
 

@@ -14,7 +14,7 @@
 // One block barrier per tile (tile i + 1 lands in the stage tile i - 2 left); within the tile a
 // named barrier makes warpgroup 1 issue its wgmma after warpgroup 0. No producer warps, TMA or
 // mbarriers yet. Masks, softcap, sigmoid, sinks, GQA packing, split-KV parts and
-// the exact P.V path for Inf/NaN in V are the sm80 code.
+// the exact attempt for Inf/NaN in V are the sm80 code.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -47,13 +47,11 @@ struct ForwardWgmmaTraits {
   static_assert(D == 64 || D == 128, "SW128 panels of 64 columns; wgmma N = D <= 256");
 };
 
-template <class T, int D>
-__global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
-                                  ForwardWgmmaTraits<D>::kMinBlocks)
-    forward_wgmma_kernel(const AttnParams p) {
-#ifdef LONGATTN_WGMMA_UNAVAILABLE
-  __trap();  // not an sm_90a build of this kernel; the host never launches it
-#else
+/// One work item of forward_wgmma_kernel: the fast attempt (kExact = false) or, when that one's O
+/// came out with an Inf/NaN (it then returns false without storing), the exact attempt (see
+/// forward_mma_item).
+template <class T, int D, bool kExact>
+__device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item) {
   using Tr = ForwardWgmmaTraits<D>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
@@ -63,9 +61,8 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
   constexpr int kIssueOrderBarrier = 1;  // named barrier: warpgroup 0's wgmma issue, then 1's
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
-  unsigned char* ks = qs + Tr::kQBytes;                     // [kStages][BN rows in SW128 panels]
-  unsigned char* vs = ks + Tr::kStages * Tr::kKVBytes;      // [kStages][BN rows in SW128 panels]
-  unsigned char* zero_v = vs + Tr::kStages * Tr::kKVBytes;  // V "stage" kStages: all zeros
+  unsigned char* ks = qs + Tr::kQBytes;                 // [kStages][BN rows in SW128 panels]
+  unsigned char* vs = ks + Tr::kStages * Tr::kKVBytes;  // [kStages][BN rows in SW128 panels]
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int group = lane >> 2;
@@ -86,155 +83,182 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
   const WgmmaDesc v_desc = wgmma_desc(smem_addr(vs), BN * 128, 1024);
   constexpr std::uint32_t kBufferStep = Tr::kKVBytes >> 4;
   auto q_dst = [qs](int r, int ch) { return smem_addr(qs + sw128_offset(Tr::kBlockM, r, ch * 8)); };
+
+  ForwardRowTile<BM> tile(p, item);
+  const RowWork& w = tile.w;
+  const BatchEntry& be = tile.be;
+  const int qn = tile.qn;
+  const int entries = tile.entries;
+  auto issue_kv = [&](int kt, int buf) {
+    const int k0 = kt * BN;
+    const int jn = min(BN, be.skv - k0);
+    unsigned char* kd = ks + buf * Tr::kKVBytes;
+    unsigned char* vd = vs + buf * Tr::kKVBytes;
+    load_rows_async<T, D, Tr::kThreads>(
+        [kd](int r, int ch) { return smem_addr(kd + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
+        p.k, be.k + tile.kvh * p.k_hs, p.k_ts, k0, jn);
+    load_rows_async<T, D, Tr::kThreads>(
+        [vd](int r, int ch) { return smem_addr(vd + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
+        p.v, be.v + tile.kvh * p.v_hs, p.v_ts, k0, jn);
+    cp_async_commit();
+  };
+  load_query_rows_async<T, D, Tr::kThreads>(q_dst, BM, p, be, w.h, w.qt, qn);
+  cp_async_commit();
+  if (entries > 0) issue_kv(tile.first_key_tile(), 0);
+  int row_bit[1][2];
+  tile.template row_bits<1>(p, warp_row0, group, row_bit);
+
+  float o[1][DB][4];
+  float m[1][2] = {{neg_inf(), neg_inf()}};
+  float l[1][2] = {{0.0F, 0.0F}};
+#pragma unroll
+  for (int db = 0; db < DB; ++db) o[0][db][0] = o[0][db][1] = o[0][db][2] = o[0][db][3] = 0.0F;
+  // The P.V owed by the previous tile: its P fragments (the A registers of the wgmma, which
+  // must hold until it retires) and its V stage. It is issued right after the next tile's
+  // S = Q K^T, so the tensor cores run it while this warpgroup masks and exponentiates S.
+  // Every tile issues one: when none is owed (the first tile, or after a tile that took the
+  // exact path) it is P = 0 against the zero panel. A branch around the issue would make
+  // ptxas serialize every wgmma of the kernel (C7520: "WG.AR in divergent path").
+  std::uint32_t pa[KS][4];
+  int pv_buf = Tr::kStages;
+  auto owe_nothing = [&] {
+    pv_buf = Tr::kStages;
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0U;
+  };
+  owe_nothing();
+  // (The operand fences pin o and pa around the issue: no ordinary write of them may move
+  // past wgmma.fence or below the mma_async, as CUTLASS's warpgroup_fence_operand does.)
+  auto issue_pv = [&] {
+#pragma unroll
+    for (int kk = 0; kk < KS; ++kk) {
+      wgmma_rs_tb<T, D>(o[0], pa[kk], v_desc + pv_buf * kBufferStep + ((kk * 16U * 128U) >> 4),
+                        true);
+    }
+    wgmma_commit();
+    wgmma_fence_operand(o[0]);
+    wgmma_fence_operand(pa);
+  };
+  // wgmma is a warpgroup instruction: all four warps of a warpgroup run it or none (rows past
+  // qn hold zero Q rows and are never written).
+  const bool warpgroup_active = warpgroup * 64 < qn;
+
+  for (int i = 0; i < entries; ++i) {
+    const int buf = i % Tr::kStages;
+    cp_async_wait<0>();   // tile i (and, at i = 0, Q): this thread's copies have landed
+    fence_proxy_async();  // ... and are visible to wgmma after the barrier
+    // Every thread is past iteration i - 1, where tile i - 2's P.V retired: its buffer,
+    // (i + 1) % 3, takes tile i + 1 now.
+    __syncthreads();
+    if (i + 1 < entries) issue_kv(tile.next_key_tile(), (i + 1) % Tr::kStages);
+    const auto [kt, bits_index] = tile.step(i);
+    const int jn = min(BN, be.skv - kt * BN);
+    const unsigned char* vb = vs + buf * Tr::kKVBytes;
+
+    // The exact attempt: a tile whose V holds an Inf/NaN takes the exact P.V path.
+    bool v_nonfinite = false;
+    if constexpr (kExact) {
+      const bool v_bad = tile_has_nonfinite<T, Tr::kChunks, Tr::kThreads>(jn, [&](int r, int c) {
+        return reinterpret_cast<const T*>(vb + sw128_offset(Tr::kBlockN, r, c * 8));
+      });
+      v_nonfinite = __syncthreads_or(v_bad) != 0;
+    }
+
+    // ---- S = Q K^T: D / 16 k-steps of 16 columns (32 bytes), 4 per 64-column panel; the
+    // first runs with scale-d = 0, so S needs no zero fill. Then the owed P.V. Warpgroup 1
+    // issues after warpgroup 0 (FA3's scheduling barrier): S of warpgroup 0 then lands first
+    // and its softmax runs under warpgroup 1's S and both P.Vs, rather than the two softmaxes
+    // contending for issue slots while the tensor cores idle. ----
+    float s[1][NB][4];
+    if (warpgroup == 1) named_barrier_sync(kIssueOrderBarrier, Tr::kThreads);
+    if (warpgroup_active) {
+      wgmma_fence_operand(o[0]);
+      wgmma_fence_operand(pa);
+      wgmma_fence();  // pa and o were last written by ordinary instructions
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        const std::uint32_t q_off = (kk / 4) * BM * 128 + (kk % 4) * 32;
+        const std::uint32_t k_off = (kk / 4) * BN * 128 + (kk % 4) * 32;
+        wgmma_ss<T, BN>(s[0], q_desc + (q_off >> 4), k_desc + buf * kBufferStep + (k_off >> 4),
+                        kk > 0);
+      }
+      wgmma_commit();
+      issue_pv();
+      named_barrier_arrive_if(warpgroup == 0, kIssueOrderBarrier, Tr::kThreads);
+      wgmma_wait<1>();  // S has landed; the P.V may still run
+      wgmma_fence_operand(s[0]);
+
+      // ---- mask, logit transform, softmax statistics (the sm80 code), O untouched ----
+      const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
+      const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
+      if (!raw_scores) {
+        mask_and_transform<1, NB, Tr::kWordsPerRow>(
+            p, s, tile.template tile_bits<BN, Tr::kWordsPerRow>(p, bits_index), row_bit, warp_row0,
+            group, tq, jn, qn, post);
+      }
+      float alpha[1][2];
+      const bool rescale = softmax && softmax_statistics(s, m, l, alpha, to_log2);
+
+      // ---- the owed P.V retires: O may be rescaled and pa refilled ----
+      wgmma_wait<0>();
+      wgmma_fence_operand(o[0]);
+      wgmma_fence_operand(pa);
+      if (rescale) rescale_output(o, alpha);
+      if (!v_nonfinite) {
+        pv_buf = buf;
+#pragma unroll
+        for (int kk = 0; kk < KS; ++kk) probability_fragment<T>(s[0], kk, pa[kk]);
+      } else {
+        exact_pv<T>(s[0], o[0], jn, lane, tq, [&](int key, int col) {
+          return reinterpret_cast<const T*>(vb + sw128_offset(Tr::kBlockN, key, col));
+        });
+        owe_nothing();
+      }
+    }
+  }
+  if (warpgroup_active) {  // the last tile's P.V (zeros when the item has no key tiles)
+    wgmma_fence_operand(o[0]);
+    wgmma_fence_operand(pa);
+    wgmma_fence();
+    issue_pv();
+    wgmma_wait<0>();
+    wgmma_fence_operand(o[0]);
+  }
+  cp_async_wait<0>();  // Q alone was in flight when the tile has no key tiles
+  // (After the barrier no thread reads this attempt's shared memory any more.)
+  if (!kExact && __syncthreads_or(output_has_nonfinite(o, warp_row0, group, qn)) != 0) return false;
+
+  store_forward_rows<T, D, BM, 1>(p, w, be, o, m, l, warp_row0, group, tq, qn);
+  return true;
+}
+
+/// The exact attempt. Inlined, unlike sm80's: a call would make ptxas serialize every wgmma of
+/// the kernel (C7510, "wgmma pipeline crossing function boundary"). Being a second instance
+/// rather than a runtime flag keeps the fast attempt's registers: D = 128 206 (209 before the
+/// exact attempt existed), D = 64 spills about as much as before.
+template <class T, int D>
+__device__ __forceinline__ void forward_wgmma_item_exact(const AttnParams p, int item) {
+  forward_wgmma_item<T, D, true>(p, item);
+}
+
+template <class T, int D>
+__global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
+                                  ForwardWgmmaTraits<D>::kMinBlocks)
+    forward_wgmma_kernel(const AttnParams p) {
+#ifdef LONGATTN_WGMMA_UNAVAILABLE
+  __trap();  // not an sm_90a build of this kernel; the host never launches it
+#else
+  using Tr = ForwardWgmmaTraits<D>;
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
+  unsigned char* zero_v = qs + Tr::kQBytes + 2 * Tr::kStages * Tr::kKVBytes;  // V "stage" kStages
   // Published to the async proxy by the fence before the first tile's barrier.
   for (std::uint32_t b = 16U * threadIdx.x; b < Tr::kKVBytes; b += 16U * Tr::kThreads) {
     *reinterpret_cast<uint4*>(zero_v + b) = make_uint4(0U, 0U, 0U, 0U);
   }
 
   for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
-    ForwardRowTile<BM> tile(p, item);
-    const RowWork& w = tile.w;
-    const BatchEntry& be = tile.be;
-    const int qn = tile.qn;
-    const int entries = tile.entries;
-    auto issue_kv = [&](int kt, int buf) {
-      const int k0 = kt * BN;
-      const int jn = min(BN, be.skv - k0);
-      unsigned char* kd = ks + buf * Tr::kKVBytes;
-      unsigned char* vd = vs + buf * Tr::kKVBytes;
-      load_rows_async<T, D, Tr::kThreads>(
-          [kd](int r, int ch) { return smem_addr(kd + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
-          p.k, be.k + tile.kvh * p.k_hs, p.k_ts, k0, jn);
-      load_rows_async<T, D, Tr::kThreads>(
-          [vd](int r, int ch) { return smem_addr(vd + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
-          p.v, be.v + tile.kvh * p.v_hs, p.v_ts, k0, jn);
-      cp_async_commit();
-    };
-    load_query_rows_async<T, D, Tr::kThreads>(q_dst, BM, p, be, w.h, w.qt, qn);
-    cp_async_commit();
-    if (entries > 0) issue_kv(tile.first_key_tile(), 0);
-    int row_bit[1][2];
-    tile.template row_bits<1>(p, warp_row0, group, row_bit);
-
-    float o[1][DB][4];
-    float m[1][2] = {{neg_inf(), neg_inf()}};
-    float l[1][2] = {{0.0F, 0.0F}};
-#pragma unroll
-    for (int db = 0; db < DB; ++db) o[0][db][0] = o[0][db][1] = o[0][db][2] = o[0][db][3] = 0.0F;
-    // The P.V owed by the previous tile: its P fragments (the A registers of the wgmma, which
-    // must hold until it retires) and its V stage. It is issued right after the next tile's
-    // S = Q K^T, so the tensor cores run it while this warpgroup masks and exponentiates S.
-    // Every tile issues one: when none is owed (the first tile, or after a tile that took the
-    // exact path) it is P = 0 against the zero panel. A branch around the issue would make
-    // ptxas serialize every wgmma of the kernel (C7520: "WG.AR in divergent path").
-    std::uint32_t pa[KS][4];
-    int pv_buf = Tr::kStages;
-    auto owe_nothing = [&] {
-      pv_buf = Tr::kStages;
-#pragma unroll
-      for (int kk = 0; kk < KS; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0U;
-    };
-    owe_nothing();
-    // (The operand fences pin o and pa around the issue: no ordinary write of them may move
-    // past wgmma.fence or below the mma_async, as CUTLASS's warpgroup_fence_operand does.)
-    auto issue_pv = [&] {
-#pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
-        wgmma_rs_tb<T, D>(o[0], pa[kk], v_desc + pv_buf * kBufferStep + ((kk * 16U * 128U) >> 4),
-                          true);
-      }
-      wgmma_commit();
-      wgmma_fence_operand(o[0]);
-      wgmma_fence_operand(pa);
-    };
-    // wgmma is a warpgroup instruction: all four warps of a warpgroup run it or none (rows past
-    // qn hold zero Q rows and are never written).
-    const bool warpgroup_active = warpgroup * 64 < qn;
-
-    for (int i = 0; i < entries; ++i) {
-      const int buf = i % Tr::kStages;
-      cp_async_wait<0>();   // tile i (and, at i = 0, Q): this thread's copies have landed
-      fence_proxy_async();  // ... and are visible to wgmma after the barrier
-      // Every thread is past iteration i - 1, where tile i - 2's P.V retired: its buffer,
-      // (i + 1) % 3, takes tile i + 1 now.
-      __syncthreads();
-      if (i + 1 < entries) issue_kv(tile.next_key_tile(), (i + 1) % Tr::kStages);
-      const auto [kt, bits_index] = tile.step(i);
-      const int jn = min(BN, be.skv - kt * BN);
-      const unsigned char* vb = vs + buf * Tr::kKVBytes;
-
-      // Inf/NaN in V of a PARTIAL tile: the exact P.V path (see sm80).
-      bool v_nonfinite = false;
-      if (bits_index >= 0) {
-        const bool v_bad = tile_has_nonfinite<T, Tr::kChunks, Tr::kThreads>(jn, [&](int r, int c) {
-          return reinterpret_cast<const T*>(vb + sw128_offset(Tr::kBlockN, r, c * 8));
-        });
-        v_nonfinite = __syncthreads_or(v_bad) != 0;
-      }
-
-      // ---- S = Q K^T: D / 16 k-steps of 16 columns (32 bytes), 4 per 64-column panel; the
-      // first runs with scale-d = 0, so S needs no zero fill. Then the owed P.V. Warpgroup 1
-      // issues after warpgroup 0 (FA3's scheduling barrier): S of warpgroup 0 then lands first
-      // and its softmax runs under warpgroup 1's S and both P.Vs, rather than the two softmaxes
-      // contending for issue slots while the tensor cores idle. ----
-      float s[1][NB][4];
-      if (warpgroup == 1) named_barrier_sync(kIssueOrderBarrier, Tr::kThreads);
-      if (warpgroup_active) {
-        wgmma_fence_operand(o[0]);
-        wgmma_fence_operand(pa);
-        wgmma_fence();  // pa and o were last written by ordinary instructions
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-          const std::uint32_t q_off = (kk / 4) * BM * 128 + (kk % 4) * 32;
-          const std::uint32_t k_off = (kk / 4) * BN * 128 + (kk % 4) * 32;
-          wgmma_ss<T, BN>(s[0], q_desc + (q_off >> 4), k_desc + buf * kBufferStep + (k_off >> 4),
-                          kk > 0);
-        }
-        wgmma_commit();
-        issue_pv();
-        named_barrier_arrive_if(warpgroup == 0, kIssueOrderBarrier, Tr::kThreads);
-        wgmma_wait<1>();  // S has landed; the P.V may still run
-        wgmma_fence_operand(s[0]);
-
-        // ---- mask, logit transform, softmax statistics (the sm80 code), O untouched ----
-        const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
-        const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
-        if (!raw_scores) {
-          mask_and_transform<1, NB, Tr::kWordsPerRow>(
-              p, s, tile.template tile_bits<BN, Tr::kWordsPerRow>(p, bits_index), row_bit,
-              warp_row0, group, tq, jn, qn, post);
-        }
-        float alpha[1][2];
-        const bool rescale = softmax && softmax_statistics(s, m, l, alpha, to_log2);
-
-        // ---- the owed P.V retires: O may be rescaled and pa refilled ----
-        wgmma_wait<0>();
-        wgmma_fence_operand(o[0]);
-        wgmma_fence_operand(pa);
-        if (rescale) rescale_output(o, alpha);
-        if (!v_nonfinite) {
-          pv_buf = buf;
-#pragma unroll
-          for (int kk = 0; kk < KS; ++kk) probability_fragment<T>(s[0], kk, pa[kk]);
-        } else {
-          exact_pv<T>(s[0], o[0], jn, lane, tq, [&](int key, int col) {
-            return reinterpret_cast<const T*>(vb + sw128_offset(Tr::kBlockN, key, col));
-          });
-          owe_nothing();
-        }
-      }
-    }
-    if (warpgroup_active) {  // the last tile's P.V (zeros when the item has no key tiles)
-      wgmma_fence_operand(o[0]);
-      wgmma_fence_operand(pa);
-      wgmma_fence();
-      issue_pv();
-      wgmma_wait<0>();
-      wgmma_fence_operand(o[0]);
-    }
-    cp_async_wait<0>();  // Q alone was in flight when the tile has no key tiles
-
-    store_forward_rows<T, D, BM, 1>(p, w, be, o, m, l, warp_row0, group, tq, qn);
+    if (!forward_wgmma_item<T, D, false>(p, item)) forward_wgmma_item_exact<T, D>(p, item);
   });
 #endif  // LONGATTN_WGMMA_UNAVAILABLE
 }
