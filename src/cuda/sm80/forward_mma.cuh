@@ -267,8 +267,8 @@ __device__ __forceinline__ bool output_has_nonfinite(const float (&o)[SL][DB][4]
 #pragma unroll
       for (int db = 0; db < DB; ++db) {
         // (NaN fails the comparison.)
-        bad |= !(fabsf(o[sl][db][2 * r]) <= 3.402823466e38F);
-        bad |= !(fabsf(o[sl][db][2 * r + 1]) <= 3.402823466e38F);
+        bad |= !(fabsf(o[sl][db][2 * r]) < pos_inf());
+        bad |= !(fabsf(o[sl][db][2 * r + 1]) < pos_inf());
       }
     }
   }
