@@ -252,10 +252,12 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
   unsigned char* zero_v = qs + Tr::kQBytes + 2 * Tr::kStages * Tr::kKVBytes;  // V "stage" kStages
-  // Published to the async proxy by the fence before the first tile's barrier.
   for (std::uint32_t b = 16U * threadIdx.x; b < Tr::kKVBytes; b += 16U * Tr::kThreads) {
     *reinterpret_cast<uint4*>(zero_v + b) = make_uint4(0U, 0U, 0U, 0U);
   }
+  // NOTE: published to the async proxy (wgmma) here, before for_each_work_item's barrier: a
+  // first item with no key tiles reads this panel before any tile's fence would have run.
+  fence_proxy_async();
 
   for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
     if (!forward_wgmma_item<T, D, false>(p, item)) forward_wgmma_item_exact<T, D>(p, item);
