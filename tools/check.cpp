@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 
@@ -22,6 +23,7 @@ void add_check_command(CLI::App& app) {
     std::string filter;
     std::string simd;
     bool verbose = false;
+    std::string shard;
   };
   auto args = std::make_shared<Args>();
   cmd->add_option("--device", args->device, "cpu, cuda (oracle on the CPU) or reference")
@@ -30,8 +32,23 @@ void add_check_command(CLI::App& app) {
   cmd->add_option("--filter", args->filter, "Only cases whose variant or mask contains this text");
   cmd->add_option("--simd", args->simd, "Force the CPU SIMD level: avx512, avx2, generic");
   cmd->add_flag("-v,--verbose", args->verbose, "Print every metric of every case");
+  cmd->add_option("--shard", args->shard,
+                  "K/N: only every N-th of the selected cases, from the K-th (0 <= K < N), so N "
+                  "processes share a list");
   cmd->callback([args]() {
     if (!args->simd.empty()) set_cpu_simd_level(args->simd);
+    int shard = 0;
+    int shards = 1;
+    if (!args->shard.empty()) {
+      char slash = 0;
+      char rest = 0;
+      if (std::sscanf(args->shard.c_str(), "%d%c%d%c", &shard, &slash, &shards, &rest) != 3 ||
+          slash != '/' || shards < 1 || shard < 0 || shard >= shards) {
+        fmt::print(stderr, "longattn check: --shard '{}': expected K/N with 0 <= K < N\n",
+                   args->shard);
+        std::exit(2);
+      }
+    }
     const Backend backend = args->device == "cuda"        ? Backend::kCUDA
                             : args->device == "reference" ? Backend::kReference
                                                           : Backend::kCPU;
@@ -46,12 +63,14 @@ void add_check_command(CLI::App& app) {
                "shape", "mask", "max-abs", "rel-L2", "verdict");
     int failed = 0;
     int run = 0;
+    int selected = 0;
     for (const auto& c : cases) {
       const std::string mask = check::mask_string(c);
       if (!args->filter.empty() && c.variant.find(args->filter) == std::string::npos &&
           mask.find(args->filter) == std::string::npos) {
         continue;
       }
+      if (selected++ % shards != shard) continue;
       ++run;
       const auto r = check::run_case(c, backend);
       std::string verdict = r.passed ? "ok" : "FAIL";
