@@ -20,11 +20,13 @@
 #     on full and sliding_window_causal, the fast backward; bench/ncu_hotspots.py reads them)
 # LONGATTN_CUDA_FORWARD_TILE=128h and LONGATTN_CUDA_BACKWARD_TILE=128h (the sm_90a wgmma
 # forward and backward, not yet taken by default) run together in the check (full list) and
-# sanitize (memcheck, racecheck, synccheck) stages, each in the bench A/Bs and profile stage.
+# sanitize (memcheck, racecheck, synccheck) stages, each in the bench A/Bs and profile stage,
+# after a 90-second probe on the quick list has passed (hopper_probe). Each stage's duration is
+# in the summary ("time"), to size the next call.
 # The build stage uses .gpudeps/bin/longattn.xz when it runs there (it saves minutes of device
 # time) and builds with CMake otherwise.
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
-# STAGES, DEADLINE, CHECK_FILTER, BENCH_ARGS.
+# STAGES, DEADLINE, CHECK_FILTER, BENCH_ARGS, PROBE_CAP (seconds for the 128h probe, 90).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/build/gpu_out}
@@ -89,6 +91,28 @@ stage_build() {
 }
 export LD_LIBRARY_PATH="/tmp/longattn_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 
+# The Hopper (wgmma, 128h) kernels had never run on a GPU when this was written. The first stage
+# that needs them runs them once on the quick list under a short cap; if that fails or hangs,
+# every later stage leaves 128h out, so a fault there costs ~90 s and not the whole call.
+hopper=unknown
+hopper_probe() {
+  [ "$hopper" != unknown ] && return
+  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap "${PROBE_CAP:-90}") "$CLI" check \
+    --device cuda --quick >"$LOGS/check_quick128h.log" 2>&1
+  local rc=$?
+  if [ $rc -eq 0 ]; then
+    hopper=ok
+    record probe128h ok "$(tail -n 1 "$LOGS/check_quick128h.log")"
+  else
+    hopper=bad
+    grep -E "FAIL" "$LOGS/check_quick128h.log" | head -n 20
+    record probe128h FAIL "quick list, rc $rc (124: timed out); 128h left out of later stages"
+  fi
+}
+# "128h" when the probe passed, else nothing: for the tile lists of the A/B loops (call
+# hopper_probe first, in the stage itself: a command substitution's variables do not come back).
+hopper_tile() { [ "$hopper" = ok ] && echo 128h; }
+
 stage_check() {
   stage "longattn check --device cuda (every case vs the float64 oracle)"
   filter=()
@@ -97,15 +121,18 @@ stage_check() {
   rc=$?
   grep -E "FAIL" "$LOGS/check.log" | head -n 20
   record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
+  hopper_probe
   # The rule picks 64- or 128-row forward tiles by shape; run each kernel on the quick list,
   # and the fast backward on 64-key tiles (the default is 128 where instantiated). 128h is the
   # wgmma kernel (sm_90a), taken only when forced until these runs show it correct and faster;
   # it runs the full list with the wgmma backward (a failing row's op names which kernel).
-  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" \
-    >"$LOGS/check_full128h.log" 2>&1
-  rc=$?
-  grep -E "FAIL" "$LOGS/check_full128h.log" | head -n 20
-  record check128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "full list: $(tail -n 1 "$LOGS/check_full128h.log")"
+  if [ "$hopper" = ok ]; then
+    LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" \
+      >"$LOGS/check_full128h.log" 2>&1
+    rc=$?
+    grep -E "FAIL" "$LOGS/check_full128h.log" | head -n 20
+    record check128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "full list: $(tail -n 1 "$LOGS/check_full128h.log")"
+  fi
   for tile in 64 128t 128w; do
     LONGATTN_CUDA_FORWARD_TILE=$tile LONGATTN_CUDA_BACKWARD_TILE=64 timeout $(cap 200) "$CLI" check \
       --device cuda --quick "${filter[@]}" >"$LOGS/check_tile$tile.log" 2>&1
@@ -125,24 +152,28 @@ stage_sanitize() {
     "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck.log" 2>&1
   rc=$?
   record racecheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck.log" | tail -n 1)"
-  # The wgmma forward and backward (forced): memcheck on the quick list, racecheck on the pattern cases.
-  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool memcheck \
-    --error-exitcode 9 "$CLI" check --device cuda --quick >"$LOGS/memcheck128h.log" 2>&1
-  rc=$?
-  record memcheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck128h.log" | tail -n 1)"
-  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool racecheck \
-    --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck128h.log" 2>&1
-  rc=$?
-  record racecheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck128h.log" | tail -n 1)"
-  # The Hopper forward orders its warpgroups with a named barrier: synccheck checks its use.
-  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 200) compute-sanitizer --tool synccheck \
-    --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/synccheck128h.log" 2>&1
-  rc=$?
-  record synccheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/synccheck128h.log" | tail -n 1)"
+  hopper_probe
+  if [ "$hopper" = ok ]; then
+    # The wgmma forward and backward (forced): memcheck on the quick list, racecheck on the pattern cases.
+    LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool memcheck \
+      --error-exitcode 9 "$CLI" check --device cuda --quick >"$LOGS/memcheck128h.log" 2>&1
+    rc=$?
+    record memcheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck128h.log" | tail -n 1)"
+    LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool racecheck \
+      --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck128h.log" 2>&1
+    rc=$?
+    record racecheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck128h.log" | tail -n 1)"
+    # The Hopper forward orders its warpgroups with a named barrier: synccheck checks its use.
+    LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 200) compute-sanitizer --tool synccheck \
+      --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/synccheck128h.log" 2>&1
+    rc=$?
+    record synccheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/synccheck128h.log" | tail -n 1)"
+  fi
 }
 
 stage_bench() {
   stage "longattn bench --device cuda --suite gpu"
+  hopper_probe
   # shellcheck disable=SC2086
   timeout $(cap 420) "$CLI" bench --device cuda --suite gpu --reps 5 ${BENCH_ARGS:-} \
     --json "$OUT/longattn_gpu.json" >"$LOGS/bench.log" 2>&1
@@ -153,7 +184,7 @@ stage_bench() {
   # The same at D = 64 (H = 32) and at S = 4096, where the rule weighs waves of each tile.
   for shape in "16 16384 128" "32 16384 64" "16 4096 128"; do
     read -r heads len dim <<<"$shape"
-    for tile in 128h 64 128t 128w; do
+    for tile in $(hopper_tile) 64 128t 128w; do
       LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
         --B 1 --H "$heads" --S "$len" --D "$dim" --mask full,causal --fwd --reps 5 --no-check \
         >"$LOGS/bench_tile${tile}_S${len}_D$dim.log" 2>&1
@@ -162,7 +193,7 @@ stage_bench() {
     done
   done
   # The sparse masks that trail Flex most, on each forward tile (the rule takes 128 rows there).
-  for tile in 128h 64 128t; do
+  for tile in $(hopper_tile) 64 128t; do
     LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 64 --Hkv 8 --S 16384 --D 128 --mask sliding_window_causal,causal_document --fwd \
       --reps 5 --no-check >"$LOGS/bench_masks_tile$tile.log" 2>&1
@@ -171,7 +202,7 @@ stage_bench() {
   done
   # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles with wgmma (fasth), the
   # same with mma.sync (the default), on 64 x 64 tiles, and the deterministic mode (64 x 64).
-  for mode in fasth fast fast64 deterministic; do
+  for mode in $([ -n "$(hopper_tile)" ] && echo fasth) fast fast64 deterministic; do
     flag=""
     [ "$mode" = deterministic ] && flag="--deterministic"
     tile=64
@@ -205,12 +236,13 @@ stage_flex() {
 
 stage_profile() {
   stage "ncu: forward (64- and 128-row tiles) and backward kernels on the bar's shape"
+  hopper_probe
   # One launch of each kernel; the sections that explain a miss against the floors: tensor-pipe
   # and memory throughput, shared-memory bank conflicts, warp stall reasons, occupancy.
   sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis
             --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy
             --section LaunchStats)
-  for tile in 128h 64 128t 128w; do
+  for tile in $(hopper_tile) 64 128t 128w; do
     LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"forward_(mma|wgmma)" \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 16 --S 16384 --D 128 --mask causal --fwd --reps 1 --no-check \
@@ -219,7 +251,7 @@ stage_profile() {
   done
   # The second call of each: fast mode launches dK/dV (with atomic dQ) alone, on 128- and on
   # 64-key tiles; deterministic mode dK/dV then dQ.
-  for tile in 128h 128 64; do
+  for tile in $(hopper_tile) 128 64; do
     LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"dkdv_mma|backward_wgmma" \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 2 --H 16 --S 8192 --D 128 --mask causal --bwd --reps 1 --no-check \
@@ -287,7 +319,9 @@ stage_python() {
 
 for name in $STAGES; do
   if declare -F "stage_$name" >/dev/null; then
+    stage_start=$(date +%s)
     "stage_$name"
+    record "$name" time "$(( $(date +%s) - stage_start ))s (stage)"
   else
     record "$name" FAIL "unknown stage"
   fi
