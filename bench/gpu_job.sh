@@ -202,7 +202,7 @@ stage_bench() {
   done
   # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles with wgmma (fasth), the
   # same with mma.sync (the default), on 64 x 64 tiles, and the deterministic mode (64 x 64).
-  for mode in $([ -n "$(hopper_tile)" ] && echo fasth) fast fast64 deterministic; do
+  for mode in $([ "$hopper" = ok ] && echo fasth) fast fast64 deterministic; do
     flag=""
     [ "$mode" = deterministic ] && flag="--deterministic"
     tile=64
