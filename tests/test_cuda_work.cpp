@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <map>
+#include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "check/cases.hpp"
@@ -274,3 +276,95 @@ TEST(CudaWork, WideForwardTilesWhenTheirWavesFinishSooner) {
 }
 
 }  // namespace
+
+/// Checks the row spans of every PARTIAL tile of `s` against its bitmask: a span tile's spans
+/// say exactly which keys each row sees; a kRowSpanUseBits tile has a row that sees two runs.
+/// Returns the number of span tiles (-1 after a mismatch).
+std::int64_t expect_spans_match_bits(const detail::TileSchedule& s) {
+  using detail::cuda::kRowSpanUseBits;
+  const std::vector<std::uint32_t> spans = detail::cuda::partial_tile_row_spans(s);
+  const auto tiles = static_cast<std::int64_t>(s.bits.size()) / (s.tile_k * s.words_per_row());
+  EXPECT_EQ(static_cast<std::int64_t>(spans.size()), tiles * s.tile_q);
+  std::int64_t span_tiles = 0;
+  for (std::int64_t t = 0; t < tiles; ++t) {
+    const auto index = static_cast<std::int32_t>(t);
+    const std::uint32_t* row = spans.data() + t * s.tile_q;
+    if (row[0] == kRowSpanUseBits) {
+      bool two_runs = false;
+      for (std::int64_t qi = 0; qi < s.tile_q; ++qi) {
+        EXPECT_EQ(row[qi], kRowSpanUseBits) << "tile " << t << " row " << qi;
+        int runs = 0;
+        for (std::int64_t kj = 0; kj < s.tile_k; ++kj) {
+          runs += s.visible_in(index, qi, kj) && (kj == 0 || !s.visible_in(index, qi, kj - 1));
+        }
+        two_runs |= runs > 1;
+      }
+      EXPECT_TRUE(two_runs) << "tile " << t << " could have had spans";
+      continue;
+    }
+    ++span_tiles;
+    for (std::int64_t qi = 0; qi < s.tile_q; ++qi) {
+      const std::uint32_t lo = row[qi] & 0xFFFFU;
+      const std::uint32_t width = row[qi] >> 16U;
+      if (lo + width > static_cast<std::uint32_t>(s.tile_k)) {
+        ADD_FAILURE() << "tile " << t << " row " << qi << " span " << lo << "+" << width;
+        return -1;
+      }
+      for (std::int64_t kj = 0; kj < s.tile_k; ++kj) {
+        const bool in_span = static_cast<std::uint32_t>(kj) - lo < width;
+        if (in_span != s.visible_in(index, qi, kj)) {
+          ADD_FAILURE() << "tile " << t << " row " << qi << " key " << kj << " span " << lo << "+"
+                        << width;
+          return -1;
+        }
+      }
+    }
+  }
+  return span_tiles;
+}
+
+TEST(CudaWork, RowSpansOfPartialTilesMatchTheirBitmasks) {
+  // Window, document and causal edges give one run per row: every PARTIAL tile takes spans.
+  // Strided and dilated patterns need the bitmask. Sizes are not multiples of the tiles, so the
+  // sequence ends cut tiles too; 128-row tiles have two bitmask words per key.
+  for (const auto [tile_q, tile_k] : {std::pair<int, int>{128, 64}, {64, 128}, {64, 64}}) {
+    for (Pattern pat : all_patterns()) {
+      AttentionOptions o;
+      MaskSpec m = MaskSpec::of(check::scaled_pattern(pat, 1000));
+      if (pattern_uses_documents(pat)) m.doc_lens = check::scaled_documents(1000);
+      o.mask = &m;
+      const Scheduled s = make(1, 4, 1, 1000, 1000, o, tile_q, tile_k);
+      std::int64_t partial = 0;
+      std::int64_t span_tiles = 0;
+      for (const auto& slot : s.set->slots()) {
+        partial += static_cast<std::int64_t>(slot->bits.size()) / (tile_k * slot->words_per_row());
+        span_tiles += expect_spans_match_bits(*slot);
+      }
+      SCOPED_TRACE(std::string(pattern_name(pat)) + " tile " + std::to_string(tile_q) + "x" +
+                   std::to_string(tile_k));
+      const std::vector<Pattern> one_run_per_row = {Pattern::kFull,
+                                                    Pattern::kCausal,
+                                                    Pattern::kFullDocument,
+                                                    Pattern::kCausalDocument,
+                                                    Pattern::kSlidingWindow,
+                                                    Pattern::kSlidingWindowCausal,
+                                                    Pattern::kCausalBlockwise,
+                                                    Pattern::kPrefixLmCausal,
+                                                    Pattern::kPrefixLmDocument,
+                                                    Pattern::kBlockCausalDocument};
+      if (std::find(one_run_per_row.begin(), one_run_per_row.end(), pat) != one_run_per_row.end()) {
+        EXPECT_EQ(span_tiles, partial);
+      }
+      if (pat == Pattern::kStrided) EXPECT_LT(span_tiles, partial);
+    }
+  }
+  // The options' element rule (causal + window + sinks) on varlen-sized sequences.
+  AttentionOptions o;
+  o.causal = true;
+  o.window_left = 100;
+  const Scheduled w = make(1, 2, 1, 333, 517, o, 128, 64);
+  EXPECT_GT(expect_spans_match_bits(w.set->get(0, 0)), 0);
+  o.num_sinks = 4;
+  const Scheduled sinks = make(1, 2, 1, 333, 517, o, 128, 64);
+  EXPECT_GE(expect_spans_match_bits(sinks.set->get(0, 0)), 0);
+}

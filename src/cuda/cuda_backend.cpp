@@ -308,12 +308,14 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
   std::vector<std::int64_t> entry_base, row_offsets, col_offsets;
   std::vector<std::int32_t> key_tile, row_bits, q_tile, col_bits;
   std::vector<std::uint64_t> bits;
+  std::vector<std::uint32_t> row_spans;
   std::vector<ColumnSchedule> columns;
   for (const auto& s : set->slots()) {
     SlotEntry e;
     e.row_offsets = static_cast<std::int64_t>(row_offsets.size());
     e.col_offsets = static_cast<std::int64_t>(col_offsets.size());
     e.bits = static_cast<std::int64_t>(bits.size());
+    e.spans = static_cast<std::int64_t>(row_spans.size());
     e.q_tiles = static_cast<std::int32_t>(s->q_tiles);
     e.k_tiles = static_cast<std::int32_t>(s->k_tiles);
     slots.push_back(e);
@@ -322,6 +324,8 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
     key_tile.insert(key_tile.end(), s->key_tile.begin(), s->key_tile.end());
     row_bits.insert(row_bits.end(), s->bits_index.begin(), s->bits_index.end());
     bits.insert(bits.end(), s->bits.begin(), s->bits.end());
+    const std::vector<std::uint32_t> spans = partial_tile_row_spans(*s);
+    row_spans.insert(row_spans.end(), spans.begin(), spans.end());
     if (!backward) continue;  // the forward walks the row schedules only
     columns.push_back(transpose_schedule(*s));
     const ColumnSchedule& c = columns.back();
@@ -355,6 +359,7 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
   const std::size_t o_q_tile = pk.add(q_tile);
   const std::size_t o_col_bits = pk.add(col_bits);
   const std::size_t o_bits = pk.add(bits);
+  const std::size_t o_row_spans = pk.add(row_spans);
   const std::size_t o_fwd = pk.add(fwd);
   const std::size_t o_merge = pk.add(merges);
   const std::size_t o_full = pk.add(full);
@@ -405,6 +410,7 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
   d.q_tile = at<std::int32_t>(w->memory, o_q_tile);
   d.col_bits = at<std::int32_t>(w->memory, o_col_bits);
   d.bits = at<std::uint64_t>(w->memory, o_bits);
+  d.row_spans = at<std::uint32_t>(w->memory, o_row_spans);
   w->fwd_work = at<RowWork>(w->memory, o_fwd);
   w->num_fwd_work = static_cast<std::int32_t>(fwd.size());
   w->merge_work = at<MergeWork>(w->memory, o_merge);

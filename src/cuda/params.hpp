@@ -26,8 +26,18 @@ struct SlotEntry {
   std::int64_t row_offsets = 0;  // into DeviceSchedule::row_offsets (q_tiles + 1 entries)
   std::int64_t col_offsets = 0;  // into DeviceSchedule::col_offsets (k_tiles + 1 entries)
   std::int64_t bits = 0;         // into DeviceSchedule::bits (words)
+  std::int64_t spans = 0;        // into DeviceSchedule::row_spans
   std::int32_t q_tiles = 0, k_tiles = 0;
 };
+
+/// Row spans of a PARTIAL tile (DeviceSchedule::row_spans): per query row of the tile, the keys
+/// [lo, lo + width) of the tile it sees, packed lo | width << 16, when every row sees one run of
+/// keys (or none: width 0). Otherwise every entry of that tile is kRowSpanUseBits and the kernels
+/// test its bitmask instead. A span costs a compare per score; the bitmask a load per score.
+inline constexpr std::uint32_t kRowSpanUseBits = 0xFFFFFFFFU;
+[[nodiscard]] constexpr std::uint32_t pack_row_span(std::uint32_t lo, std::uint32_t width) {
+  return lo | (width << 16U);
+}
 
 /// A ScheduleSet uploaded for one tile shape: row CSR (query tile -> key tiles) and its
 /// transpose (key tile -> query tiles), both pointing at the same PARTIAL bitmasks.
@@ -42,6 +52,8 @@ struct DeviceSchedule {
   const std::int32_t* q_tile = nullptr;
   const std::int32_t* col_bits = nullptr;
   const std::uint64_t* bits = nullptr;
+  /// Per PARTIAL tile (its bits_index), tile_q row spans (kRowSpanUseBits: read the bitmask).
+  const std::uint32_t* row_spans = nullptr;
   const std::int64_t* entry_base = nullptr;  // per slot: first row entry in key_tile/row_bits
 };
 

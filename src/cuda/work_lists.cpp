@@ -3,6 +3,7 @@
 #include "cuda/work_lists.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <functional>
 #include <map>
 #include <utility>
@@ -181,6 +182,51 @@ bool wide_tiles_finish_sooner(std::int64_t wide_items, std::int64_t wide_slots,
   const std::int64_t wide_waves = (wide_items + wide_slots - 1) / wide_slots;
   const std::int64_t narrow_waves = (narrow_items + narrow_slots - 1) / narrow_slots;
   return static_cast<double>(wide_waves) <= kNarrowItemCost * static_cast<double>(narrow_waves);
+}
+
+std::vector<std::uint32_t> partial_tile_row_spans(const TileSchedule& s) {
+  const std::int64_t wpr = s.words_per_row();
+  const std::int64_t tile_words = s.tile_k * wpr;
+  const auto tiles = tile_words > 0 ? static_cast<std::int64_t>(s.bits.size()) / tile_words : 0;
+  std::vector<std::uint32_t> spans(static_cast<std::size_t>(tiles * s.tile_q), 0);
+  std::vector<std::uint32_t> lo(64), hi(64);
+  for (std::int64_t t = 0; t < tiles; ++t) {
+    const std::uint64_t* words = s.tile_bits(static_cast<std::int32_t>(t));
+    std::uint32_t* out = spans.data() + t * s.tile_q;
+    bool single_runs = true;
+    for (std::int64_t g = 0; g < wpr && single_runs; ++g) {
+      // Rows g*64 + r advance together: seen (a run started), ended (the run ended); a row
+      // visible again after its run ended sees two runs.
+      std::uint64_t seen = 0;
+      std::uint64_t ended = 0;
+      for (std::int64_t kj = 0; kj < s.tile_k; ++kj) {
+        const std::uint64_t v = words[kj * wpr + g];
+        if ((v & ended) != 0) {
+          single_runs = false;
+          break;
+        }
+        for (std::uint64_t start = v & ~seen; start != 0; start &= start - 1) {
+          lo[static_cast<std::size_t>(std::countr_zero(start))] = static_cast<std::uint32_t>(kj);
+        }
+        const std::uint64_t stop = seen & ~v & ~ended;
+        for (std::uint64_t e = stop; e != 0; e &= e - 1) {
+          hi[static_cast<std::size_t>(std::countr_zero(e))] = static_cast<std::uint32_t>(kj);
+        }
+        ended |= stop;
+        seen |= v;
+      }
+      const std::int64_t rows = std::min<std::int64_t>(64, s.tile_q - g * 64);
+      for (std::int64_t r = 0; r < rows && single_runs; ++r) {
+        const auto ur = static_cast<std::size_t>(r);
+        const std::uint64_t bit = std::uint64_t{1} << static_cast<unsigned>(r);
+        const std::uint32_t end =
+            (ended & bit) != 0 ? hi[ur] : static_cast<std::uint32_t>(s.tile_k);
+        out[g * 64 + r] = (seen & bit) != 0 ? pack_row_span(lo[ur], end - lo[ur]) : 0U;
+      }
+    }
+    if (!single_runs) std::fill(out, out + s.tile_q, kRowSpanUseBits);
+  }
+  return spans;
 }
 
 bool use_gqa_packing(const Problem& p, const ScheduleSet& set, std::int64_t tile_q) {

@@ -60,6 +60,13 @@ inline constexpr double kNarrowItemCost = 0.75;
 bool wide_tiles_finish_sooner(std::int64_t wide_items, std::int64_t wide_slots,
                               std::int64_t narrow_items, std::int64_t narrow_slots);
 
+/// The row spans of every PARTIAL tile of `s`, tile_q per tile in bits_index order (see
+/// kRowSpanUseBits): a tile whose rows each see one run of keys gets (lo, width) per row, rows
+/// past the sequence end (0, 0); a tile with a row that sees two runs or more (strided, dilated,
+/// BigBird edges) gets kRowSpanUseBits in all its entries. Costs O(tile_k x words + tile_q) per
+/// tile: 64 rows advance together, one bitmask word per key.
+std::vector<std::uint32_t> partial_tile_row_spans(const TileSchedule& s);
+
 /// GQA packing for the tensor-core forward: when every batch entry's queries of a whole KV
 /// group fit one query tile (tile_q rows) and the group's heads share one mask, K/V are read once
 /// per group.
