@@ -449,21 +449,45 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
           }
         }
       } else {
-        const std::uint64_t* tile_bits =
-            bits_index >= 0 ? p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN
-                            : nullptr;
+        auto gradients = [&](auto&& visible) {
 #pragma unroll
-        for (int nb = 0; nb < NB; ++nb) {
+          for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int key = nb * 8 + tq * 2 + (e & 1);
-            const int row = row0 + (e >> 1) * 8;
+            for (int e = 0; e < 4; ++e) {
+              float prob;
+              pair_gradient<true>(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1],
+                                  visible(e >> 1, nb * 8 + tq * 2 + (e & 1)), prob, dp[nb][e]);
+            }
+          }
+        };
+        // A PARTIAL tile whose rows each see one run of keys: a compare per score (the spans'
+        // first entry says so for the whole tile). Else its bitmask, one load per key.
+        std::uint32_t span[2] = {kRowSpanUseBits, kRowSpanUseBits};
+        if (bits_index >= 0) {
+          const std::uint32_t* tile_spans =
+              p.sched.row_spans + se.spans + static_cast<std::int64_t>(bits_index) * p.sched.tile_q;
+          span[0] = tile_spans[row0];
+          span[1] = tile_spans[row0 + 8];
+        }
+        if (span[0] != kRowSpanUseBits) {
+          int lo[2];
+          unsigned width[2];
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            lo[r] = static_cast<int>(span[r] & 0xFFFFU);
+            width[r] = row0 + r * 8 < qn ? span[r] >> 16U : 0U;
+          }
+          gradients([&](int r, int key) { return static_cast<unsigned>(key - lo[r]) < width[r]; });
+        } else {
+          const std::uint64_t* tile_bits =
+              bits_index >= 0 ? p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN
+                              : nullptr;
+          gradients([&](int r, int key) {
+            const int row = row0 + r * 8;
             bool visible = key < jn && row < qn;
             if (visible && tile_bits != nullptr) visible = ((tile_bits[key] >> row) & 1U) != 0;
-            float prob;
-            pair_gradient<true>(p, s[nb][e], dp[nb][e], lse2[e >> 1], rowdot[e >> 1], visible, prob,
-                                dp[nb][e]);
-          }
+            return visible;
+          });
         }
       }
 

@@ -130,14 +130,14 @@ __device__ __forceinline__ void await_tile(int i, int count, Issue&& issue) {
 // Each thread holds, per m16 slab sl, rows warp_row0 + 16 sl + group (+ 8) and, per n8 block nb,
 // columns 8 nb + 2 tq (+ 1): the C layout of mma.sync, which wgmma's accumulators share.
 
-/// Masks (the sequence end; PARTIAL tiles: the tile's bitmask, WORDS 64-bit words per key) and
-/// transforms the scores of one key tile: softmax logits in log2 units (post = log2 e), or
-/// sigmoid probabilities. Rows past qn need no mask: their Q rows are zero, nothing is written.
-template <int SL, int NB, int WORDS>
+/// Masks and transforms the scores of one key tile: visible(sl, r, key) says whether this
+/// thread's row r (group + 8 r) of slab sl sees key `key` of the tile. kRaw (a plain softmax:
+/// positive scale, no softcap): hidden scores become -inf and the others stay raw dot products,
+/// whose scale folds into the exponent as on FULL tiles; otherwise softmax logits in log2 units
+/// (post = log2 e) or sigmoid probabilities.
+template <bool kRaw, int SL, int NB, class Visible>
 __device__ __forceinline__ void mask_and_transform(const AttnParams& p, float (&s)[SL][NB][4],
-                                                   const std::uint64_t* tile_bits,
-                                                   const int (&row_bit)[SL][2], int warp_row0,
-                                                   int group, int tq, int jn, int qn, float post) {
+                                                   int tq, float post, Visible&& visible) {
   const bool softmax = p.softmax;
 #pragma unroll
   for (int sl = 0; sl < SL; ++sl) {
@@ -145,23 +145,79 @@ __device__ __forceinline__ void mask_and_transform(const AttnParams& p, float (&
     for (int nb = 0; nb < NB; ++nb) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int key = nb * 8 + tq * 2 + (e & 1);
-        const int row = warp_row0 + sl * 16 + group + (e >> 1) * 8;
-        bool visible = key < jn && row < qn;
-        if (visible && tile_bits != nullptr) {
-          const int bit = row_bit[sl][e >> 1];
-          const std::uint64_t word = tile_bits[key * WORDS + bit / 64];
-          visible = ((word >> (bit % 64)) & 1U) != 0;
-        }
-        const float x = capped_logit(p, s[sl][nb][e]) * post;
-        if (softmax) {
-          s[sl][nb][e] = visible ? x : neg_inf();
+        const bool seen = visible(sl, e >> 1, nb * 8 + tq * 2 + (e & 1));
+        if constexpr (kRaw) {
+          s[sl][nb][e] = seen ? s[sl][nb][e] : neg_inf();
         } else {
-          s[sl][nb][e] = visible ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+          const float x = capped_logit(p, s[sl][nb][e]) * post;
+          if (softmax) {
+            s[sl][nb][e] = seen ? x : neg_inf();
+          } else {
+            s[sl][nb][e] = seen ? 1.0F / (1.0F + expf(-(x + p.sigmoid_bias))) : 0.0F;
+          }
         }
       }
     }
   }
+}
+
+/// Masks (the sequence end; PARTIAL tiles: their row spans, else their bitmask of WORDS 64-bit
+/// words per key) and transforms the scores of one key tile, except a FULL tile of a plain
+/// softmax, whose raw scores need neither. The softmax then scales scores by
+/// `plain_softmax ? scale * log2 e : 1`. Rows past qn need no mask: their Q rows are zero,
+/// nothing is written.
+template <int SL, int NB, int BN, int WORDS, class RowTile>
+__device__ __forceinline__ float mask_tile(const AttnParams& p, float (&s)[SL][NB][4],
+                                           const RowTile& tile, int bits_index,
+                                           const int (&row_bit)[SL][2], int warp_row0, int group,
+                                           int tq, int jn, int qn, bool plain_softmax,
+                                           float raw_to_log2, float post) {
+  // (The tile's addresses are formed past this test, so that a FULL tile reads none of them.)
+  if (plain_softmax && bits_index < 0 && jn == BN) return raw_to_log2;
+  const std::uint64_t* tile_bits = tile.template tile_bits<BN, WORDS>(p, bits_index);
+  const std::uint32_t* tile_spans = tile.tile_spans(p, bits_index);
+  // Every row of a PARTIAL tile sees one run of keys, or the tile's spans all say
+  // kRowSpanUseBits: use_spans is block-uniform.
+  int lo[SL][2] = {};
+  unsigned width[SL][2] = {};
+  bool use_spans = false;
+  if (tile_spans != nullptr) {
+    std::uint32_t span[SL][2];
+#pragma unroll
+    for (int sl = 0; sl < SL; ++sl) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        span[sl][r] = tile_spans[row_bit[sl][r]];
+        const int row = warp_row0 + sl * 16 + group + r * 8;
+        lo[sl][r] = static_cast<int>(span[sl][r] & 0xFFFFU);
+        width[sl][r] = row < qn ? span[sl][r] >> 16U : 0U;
+      }
+    }
+    use_spans = span[0][0] != kRowSpanUseBits;
+  }
+  auto in_span = [&](int sl, int r, int key) {
+    return static_cast<unsigned>(key - lo[sl][r]) < width[sl][r];
+  };
+  auto in_bits = [&](int sl, int r, int key) {
+    const int row = warp_row0 + sl * 16 + group + r * 8;
+    bool visible = key < jn && row < qn;
+    if (visible && tile_bits != nullptr) {
+      const int bit = row_bit[sl][r];
+      const std::uint64_t word = tile_bits[key * WORDS + bit / 64];
+      visible = ((word >> (bit % 64)) & 1U) != 0;
+    }
+    return visible;
+  };
+  if (plain_softmax && use_spans) {
+    mask_and_transform<true>(p, s, tq, post, in_span);
+    return raw_to_log2;
+  }
+  if (use_spans) {  // softcap, sigmoid, a negative scale
+    mask_and_transform<false>(p, s, tq, post, in_span);
+  } else {
+    mask_and_transform<false>(p, s, tq, post, in_bits);
+  }
+  return 1.0F;
 }
 
 /// The statistics half of an online-softmax step: new row maxima m (log2 units; scores times
@@ -328,6 +384,7 @@ struct ForwardRowTile {
   int qn;       // rows of the tile
   int entries;  // key tiles
   std::int64_t bits_base;
+  std::int64_t spans_base;
   const std::int32_t* key_tiles;
   const std::int32_t* tile_bits_index;
   int kt_cur = 0;     // entry i's key tile, before step(i)
@@ -343,6 +400,7 @@ struct ForwardRowTile {
         entries(static_cast<int>(w.end - w.begin)) {
     const SlotRef sr = schedule_of(p, w.b, w.h);
     bits_base = sr.entry.bits;
+    spans_base = sr.entry.spans;
     key_tiles = p.sched.key_tile + sr.base + w.begin;
     tile_bits_index = p.sched.row_bits + sr.base + w.begin;
     if (entries > 0) {
@@ -377,6 +435,14 @@ struct ForwardRowTile {
     return bits_index >= 0
                ? p.sched.bits + bits_base + static_cast<std::int64_t>(bits_index) * BN * WORDS
                : nullptr;
+  }
+
+  /// The row spans (p.sched.tile_q) of a PARTIAL tile, nullptr for a FULL one.
+  [[nodiscard]] __device__ __forceinline__ const std::uint32_t* tile_spans(const AttnParams& p,
+                                                                           int bits_index) const {
+    return bits_index >= 0 ? p.sched.row_spans + spans_base +
+                                 static_cast<std::int64_t>(bits_index) * p.sched.tile_q
+                           : nullptr;
   }
 
   /// The bitmask bit of each of this thread's rows (SL slabs of 16 from warp_row0; rows group
@@ -468,9 +534,9 @@ __device__ __forceinline__ bool forward_mma_item(const AttnParams& p, int item) 
   const int tq = lane & 3;
   const bool softmax = p.softmax;
   const float post = softmax ? kLog2eF : 1.0F;
-  // FULL key tiles of a plain softmax (no softcap, positive scale) skip the per-score mask and
-  // logit transform: the row max is taken over the raw dot products and the scale folds into the
-  // exponent's FFMA (FA2's way). Elsewhere the scores are transformed first (factor 1).
+  // A plain softmax (no softcap, positive scale) keeps raw dot products (hidden ones -inf; FULL
+  // tiles skip the mask): the row max is taken over them and the scale folds into the exponent's
+  // FFMA (FA2's way). Elsewhere the scores are transformed first (factor 1).
   const bool plain_softmax = softmax && p.softcap <= 0.0F && p.scale > 0.0F;
   const float raw_to_log2 = p.scale * kLog2eF;
   const int warp_row0 = warp * 16 * SL;  // first tile row of this warp
@@ -550,14 +616,9 @@ __device__ __forceinline__ bool forward_mma_item(const AttnParams& p, int item) 
       }
 
       // ---- mask, logit transform, online softmax (rows group and group + 8 of each slab) ----
-      // Block-uniform. Rows past qn need no mask: their Q rows are zero, nothing is written.
-      const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
-      const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
-      const std::uint64_t* tile_bits = tile.template tile_bits<BN, Tr::kWordsPerRow>(p, bits_index);
-      if (!raw_scores) {
-        mask_and_transform<SL, NB, Tr::kWordsPerRow>(p, s, tile_bits, row_bit, warp_row0, group, tq,
-                                                     jn, qn, post);
-      }
+      const float to_log2 =
+          mask_tile<SL, NB, BN, Tr::kWordsPerRow>(p, s, tile, bits_index, row_bit, warp_row0, group,
+                                                  tq, jn, qn, plain_softmax, raw_to_log2, post);
       if (softmax) online_softmax(s, m, l, o, to_log2);
 
       // ---- O += P V (each V fragment serves the warp's SL slabs) ----

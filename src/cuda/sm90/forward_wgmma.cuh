@@ -189,13 +189,9 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
       wgmma_fence_operand(s[0]);
 
       // ---- mask, logit transform, softmax statistics (the sm80 code), O untouched ----
-      const bool raw_scores = plain_softmax && bits_index < 0 && jn == BN;
-      const float to_log2 = raw_scores ? raw_to_log2 : 1.0F;
-      if (!raw_scores) {
-        mask_and_transform<1, NB, Tr::kWordsPerRow>(
-            p, s, tile.template tile_bits<BN, Tr::kWordsPerRow>(p, bits_index), row_bit, warp_row0,
-            group, tq, jn, qn, post);
-      }
+      const float to_log2 =
+          mask_tile<1, NB, BN, Tr::kWordsPerRow>(p, s, tile, bits_index, row_bit, warp_row0, group,
+                                                 tq, jn, qn, plain_softmax, raw_to_log2, post);
       float alpha[1][2];
       const bool rescale = softmax && softmax_statistics(s, m, l, alpha, to_log2);
 
