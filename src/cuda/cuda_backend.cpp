@@ -291,6 +291,19 @@ class WorkUse {
   cudaStream_t stream_;
 };
 
+/// LONGATTN_CUDA_ROW_SPANS=0 marks every PARTIAL tile kRowSpanUseBits, so the kernels test the
+/// bitmasks alone (the A/B in bench/gpu_job.sh); unset or 1: row spans where they apply.
+bool row_spans_enabled() {
+  static const bool enabled = [] {
+    const char* v = std::getenv("LONGATTN_CUDA_ROW_SPANS");
+    if (v == nullptr || *v == '\0' || std::strcmp(v, "1") == 0) return true;
+    if (std::strcmp(v, "0") == 0) return false;
+    throw Error(ErrorKind::kInvalidArgument, "LONGATTN_CUDA_ROW_SPANS",
+                "unknown value '" + std::string(v) + "', expected 0 or 1");
+  }();
+  return enabled;
+}
+
 std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
                                               const std::shared_ptr<const ScheduleSet>& set,
                                               int slots_per_gpu, int tile_q, int tile_k,
@@ -324,7 +337,8 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
     key_tile.insert(key_tile.end(), s->key_tile.begin(), s->key_tile.end());
     row_bits.insert(row_bits.end(), s->bits_index.begin(), s->bits_index.end());
     bits.insert(bits.end(), s->bits.begin(), s->bits.end());
-    const std::vector<std::uint32_t> spans = partial_tile_row_spans(*s);
+    std::vector<std::uint32_t> spans = partial_tile_row_spans(*s);
+    if (!row_spans_enabled()) std::fill(spans.begin(), spans.end(), kRowSpanUseBits);
     row_spans.insert(row_spans.end(), spans.begin(), spans.end());
     if (!backward) continue;  // the forward walks the row schedules only
     columns.push_back(transpose_schedule(*s));
