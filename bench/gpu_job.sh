@@ -200,18 +200,19 @@ stage_bench() {
     record "masks$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd' \
       "$LOGS/bench_masks_tile$tile.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
   done
-  # The same masks on the rule's tile with PARTIAL tiles tested by bitmask only (no row spans):
-  # the A/B of the thirteenth session's prediction (bench/NOTES.md).
-  LONGATTN_CUDA_ROW_SPANS=0 timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
-    --B 1 --H 64 --Hkv 8 --S 16384 --D 128 --mask sliding_window_causal,causal_document,sliding_window \
-    --fwd --reps 5 --no-check >"$LOGS/bench_masks_bitmask.log" 2>&1
-  record masks_bitmask "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd' \
-    "$LOGS/bench_masks_bitmask.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
-  timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
-    --B 1 --H 64 --Hkv 8 --S 16384 --D 128 --mask sliding_window_causal,causal_document,sliding_window \
-    --fwd --reps 5 --no-check >"$LOGS/bench_masks_spans.log" 2>&1
-  record masks_spans "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd' \
-    "$LOGS/bench_masks_spans.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
+  # The same masks on the rule's tile with row spans and with PARTIAL tiles tested by bitmask
+  # only (LONGATTN_CUDA_ROW_SPANS=0), in the order spans, bitmask, spans (clocks and warm-up
+  # favour neither): the A/B of the thirteenth session's prediction (bench/NOTES.md).
+  for run in spans1 bitmask spans2; do
+    spans=1
+    [ "$run" = bitmask ] && spans=0
+    LONGATTN_CUDA_ROW_SPANS=$spans timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
+      --B 1 --H 64 --Hkv 8 --S 16384 --D 128 \
+      --mask sliding_window_causal,causal_document,sliding_window --fwd --reps 5 --no-check \
+      >"$LOGS/bench_masks_$run.log" 2>&1
+    record "masks_$run" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd' \
+      "$LOGS/bench_masks_$run.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
+  done
   # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles with wgmma (fasth), the
   # same with mma.sync (the default), on 64 x 64 tiles, and the deterministic mode (64 x 64).
   for mode in $([ "$hopper" = ok ] && echo fasth) fast fast64 deterministic; do

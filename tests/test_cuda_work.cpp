@@ -275,8 +275,6 @@ TEST(CudaWork, WideForwardTilesWhenTheirWavesFinishSooner) {
   EXPECT_TRUE(wide_tiles_finish_sooner(512, 264, 1024, 0));
 }
 
-}  // namespace
-
 /// Checks the row spans of every PARTIAL tile of `s` against its bitmask: a span tile's spans
 /// say exactly which keys each row sees; a kRowSpanUseBits tile has a row that sees two runs.
 /// Returns the number of span tiles (-1 after a mismatch).
@@ -322,6 +320,8 @@ std::int64_t expect_spans_match_bits(const detail::TileSchedule& s) {
   }
   return span_tiles;
 }
+
+}  // namespace
 
 TEST(CudaWork, RowSpansOfPartialTilesMatchTheirBitmasks) {
   // Window, document and causal edges give one run per row: every PARTIAL tile takes spans.

@@ -460,8 +460,9 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
             }
           }
         };
-        // A PARTIAL tile whose rows each see one run of keys: a compare per score (the spans'
-        // first entry says so for the whole tile). Else its bitmask, one load per key.
+        // A PARTIAL tile whose rows each see one run of keys: a compare per score (every entry
+        // of a tile's spans agrees on that, so the branch is block-uniform). Else its bitmask,
+        // one load per key.
         std::uint32_t span[2] = {kRowSpanUseBits, kRowSpanUseBits};
         if (bits_index >= 0) {
           const std::uint32_t* tile_spans =
