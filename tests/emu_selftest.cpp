@@ -287,6 +287,66 @@ void wgmma_write_in_flight_kernel(const AttnParams /*p*/) {
   wgmma_wait<0>();
 }
 
+// Fills one SW128 panel with plain stores (no fence.proxy.async), then wgmma reads it after the
+// barrier: the async proxy may not see the stores.
+void wgmma_unfenced_kernel(const AttnParams /*p*/) {
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  unsigned char* panel = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
+  for (unsigned b = 16U * threadIdx.x; b < 64U * 128U; b += 16U * 128U) {
+    std::memset(panel + b, 0, 16);
+  }
+  __syncthreads();
+  const WgmmaDesc d = wgmma_desc(smem_addr(panel), 16, 1024);
+  float s[8][4] = {};
+  wgmma_fence();
+  wgmma_ss<__nv_bfloat16, 64>(s, d, d, false);
+  wgmma_commit();
+  wgmma_wait<0>();
+}
+
+// Fills the panel by cp.async but fences before the wait that lands the copies: the fence does
+// not cover them.
+void wgmma_fence_before_wait_kernel(const AttnParams p) {
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  unsigned char* panel = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
+  const auto* src = static_cast<const unsigned char*>(p.q);
+  for (unsigned b = 16U * threadIdx.x; b < 64U * 128U; b += 16U * 128U) {
+    cp_async_16(smem_addr(panel + b), src + b, true);
+  }
+  cp_async_commit();
+  if (p.softmax) fence_proxy_async();  // the right place: after the wait (below)
+  cp_async_wait<0>();
+  if (!p.softmax) fence_proxy_async();
+  __syncthreads();
+  const WgmmaDesc d = wgmma_desc(smem_addr(panel), 16, 1024);
+  float s[8][4] = {};
+  wgmma_fence();
+  wgmma_ss<__nv_bfloat16, 64>(s, d, d, false);
+  wgmma_commit();
+  wgmma_wait<0>();
+}
+
+void test_async_proxy() {
+  const int panel_smem = 64 * 128 + 1024;
+  std::vector<unsigned char> zeros(64 * 128, 0);
+  AttnParams p{};
+  p.q = zeros.data();
+  for (auto* kernel : {wgmma_unfenced_kernel, wgmma_fence_before_wait_kernel}) {
+    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, panel_smem);
+  }
+  p.softmax = false;  // fence after the wait: correct
+  launch_kernel(wgmma_fence_before_wait_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
+  expect(cudaGetLastError() == cudaSuccess, "cp.async, wait, fence.proxy.async, barrier, wgmma");
+  std::fprintf(stderr, "(the two emulator diagnostics below are expected)\n");
+  launch_kernel(wgmma_unfenced_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
+  expect(cudaGetLastError() == cudaErrorLaunchFailure,
+         "wgmma reading stores that no fence.proxy.async published fails");
+  p.softmax = true;  // fence before the wait
+  launch_kernel(wgmma_fence_before_wait_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
+  expect(cudaGetLastError() == cudaErrorLaunchFailure,
+         "wgmma reading cp.async data that landed after the thread's fence fails");
+}
+
 void test_faults() {
   const AttnParams p{};
   std::fprintf(stderr, "(the four emulator diagnostics below are expected)\n");
@@ -315,6 +375,7 @@ int main() {
   test_shuffles();
   test_cp_async();
   test_named_barriers();
+  test_async_proxy();
   test_faults();
   std::printf("%s\n", failures == 0 ? "emulator self-test: all ok" : "emulator self-test: FAILED");
   return failures == 0 ? 0 : 1;

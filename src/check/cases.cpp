@@ -853,6 +853,24 @@ std::vector<Case> default_cases(bool quick) {
     c.dim = 32;
     both(c);
   }
+  // Causal with Sq > Skv (bottom-right aligned): the first 200 queries see no key, so the first
+  // 128-row query tile has no key tiles. Then no key at all: every item's O comes from the
+  // Hopper forward's zero V panel alone, which must reach the async proxy without any tile's
+  // fence (the emulator fails a wgmma that reads it unpublished).
+  {
+    Case c;
+    c.variant = "rows see no key";
+    c.hq = 1;
+    c.hkv = 1;
+    c.sq = 300;
+    c.skv = 100;
+    c.dim = 128;
+    c.dtype = DType::kBF16;
+    c.causal = true;
+    both(c);
+    c.skv = 0;
+    both(c);
+  }
   // 8. Decode shapes (few queries per KV head: the split-KV path), with masks, GQA, varlen and
   // every dtype.
   {

@@ -7,8 +7,9 @@
 // `static` local is exactly a __shared__ variable. Fibers switch only at __syncthreads() and at
 // warp collectives (shuffles, ldmatrix, mma), which the emulator implements from the PTX ISA's
 // fragment layouts. It reports, and fails the launch on, a warp whose lanes reach different
-// collectives, a barrier that can never complete, and (by its deferred cp.async) a read of
-// shared memory before the cp.async group that fills it was waited for.
+// collectives, a barrier that can never complete, (by its deferred cp.async) a read of
+// shared memory before the cp.async group that fills it was waited for, and a wgmma operand
+// that the async proxy may not see (no fence.proxy.async between its write and the barrier).
 #pragma once
 
 #ifndef LONGATTN_CUDA_EMULATOR
@@ -97,6 +98,15 @@ void wgmma_queue(std::function<void()> op, WgmmaRegisters accumulators,
                  WgmmaRegisters a_fragment = {});
 void wgmma_commit_group();
 void wgmma_wait_groups(int keep_pending);
+
+/// The async proxy (wgmma's operand reads) sees shared memory as it was published: at a
+/// __syncthreads that a fence.proxy.async preceded in the same phase, every byte then in shared
+/// memory is published, except the cp.async copies a thread landed after its last fence (its
+/// fence came before the wait). fence_proxy_async is that fence. An async read of a byte whose
+/// contents differ from the published ones (written without a fence before the barrier, or
+/// refilled before the wgmma that reads it retired) fails the launch.
+void fence_proxy_async();
+std::uint16_t async_proxy_load_b16(std::uintptr_t address, const char* what);
 
 /// Counts the bytes of a global atomic (the instruction mix of LONGATTN_EMU_STATS).
 void count_atomic(std::size_t bytes);

@@ -13,6 +13,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/emu/emu_device.hpp"
@@ -186,6 +188,9 @@ struct Fiber {
   std::deque<std::vector<Copy>> groups;
   std::vector<WgmmaOp> wgmma_open;
   std::deque<std::vector<WgmmaOp>> wgmma_groups;
+  /// Shared-memory offsets of the 16-byte cp.async copies this thread landed since its last
+  /// fence.proxy.async: the async proxy does not see them yet.
+  std::vector<std::size_t> unfenced_copies;
 };
 
 struct Warp {
@@ -211,6 +216,9 @@ struct Launch {
   int block_or_result = 0;
   NamedBarrier named[kNamedBarriers];
   std::vector<unsigned char> smem;
+  /// Shared memory as the async proxy sees it (published at barriers, see fence_proxy_async).
+  std::vector<unsigned char> async_view;
+  bool proxy_fenced = false;  // a fence.proxy.async ran in this barrier phase
   std::size_t smem_bytes = 0;
   Context scheduler;
   Fiber* current = nullptr;
@@ -253,8 +261,27 @@ struct Stats {
 };
 Stats g_stats;
 
+/// Publishes shared memory to the async proxy at a barrier after a fence.proxy.async: every byte
+/// but the cp.async copies landed after their thread's last fence.
+void publish_to_async_proxy(Launch& l) {
+  std::vector<std::pair<std::size_t, std::array<unsigned char, 16>>> held;
+  for (const Fiber& f : l.fibers) {
+    for (const std::size_t offset : f.unfenced_copies) {
+      std::array<unsigned char, 16> old{};
+      std::memcpy(old.data(), l.async_view.data() + offset, old.size());
+      held.emplace_back(offset, old);
+    }
+  }
+  std::memcpy(l.async_view.data(), l.smem.data(), l.smem.size());
+  for (const auto& [offset, old] : held) {
+    std::memcpy(l.async_view.data() + offset, old.data(), old.size());
+  }
+  l.proxy_fenced = false;
+}
+
 void release_block() {
   ++g_stats.barriers;
+  if (g_launch->proxy_fenced) publish_to_async_proxy(*g_launch);
   g_launch->scan_from = 0;
   g_launch->block_or_result = g_launch->block_or;
   g_launch->block_or = 0;
@@ -283,6 +310,8 @@ bool run_block(Launch& launch) {
   for (NamedBarrier& n : launch.named) n = NamedBarrier{};
   for (Warp& w : launch.warps) w.arrived = 0;
   std::memset(launch.smem.data(), 0xff, launch.smem.size());
+  std::memset(launch.async_view.data(), 0xff, launch.async_view.size());
+  launch.proxy_fenced = false;
   for (int i = 0; i < threads; ++i) {
     Fiber& f = launch.fibers[static_cast<std::size_t>(i)];
     f.linear = i;
@@ -296,6 +325,7 @@ bool run_block(Launch& launch) {
     f.groups.clear();
     f.wgmma_open.clear();
     f.wgmma_groups.clear();
+    f.unfenced_copies.clear();
     make_context(f.context, f.stack, kStackBytes, run_fiber);
   }
   // Greedy order: always the lowest-numbered thread that can run (the highest with
@@ -544,9 +574,30 @@ void cp_async_wait_groups(int keep_pending) {
       } else {
         std::memset(dst, 0, 16);
       }
+      f.unfenced_copies.push_back(c.dst - reinterpret_cast<std::uintptr_t>(g_launch->smem.data()));
     }
     f.groups.pop_front();
   }
+}
+
+void fence_proxy_async() {
+  current().unfenced_copies.clear();
+  g_launch->proxy_fenced = true;
+}
+
+std::uint16_t async_proxy_load_b16(std::uintptr_t address, const char* what) {
+  check_shared_range(address, 2, 2, what);
+  const std::size_t offset = address - reinterpret_cast<std::uintptr_t>(g_launch->smem.data());
+  std::uint16_t now = 0;
+  std::uint16_t seen = 0;
+  std::memcpy(&now, g_launch->smem.data() + offset, sizeof now);
+  std::memcpy(&seen, g_launch->async_view.data() + offset, sizeof seen);
+  if (now != seen) {
+    fault(what,
+          "reads shared memory the async proxy may not see: written without a "
+          "fence.proxy.async before the barrier, or refilled before this wgmma retired");
+  }
+  return now;
 }
 
 cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_smem,
@@ -591,6 +642,7 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
   }
   l.reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
   l.smem.resize(dynamic_smem + 16);  // poisoned per block by run_block
+  l.async_view.resize(l.smem.size());
   l.fibers.resize(static_cast<std::size_t>(threads));
   l.warps.resize(static_cast<std::size_t>(threads / 32));
   while (stacks.size() < l.fibers.size()) stacks.emplace_back(new char[kStackBytes]);

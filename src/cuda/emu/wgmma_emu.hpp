@@ -32,7 +32,7 @@ inline WgmmaDesc wgmma_desc(SmemAddr addr, std::uint32_t leading_bytes,
 }
 
 inline void wgmma_fence() {}
-inline void fence_proxy_async() {}
+inline void fence_proxy_async() { ::longattn::emu::fence_proxy_async(); }
 template <int NB>
 void wgmma_fence_operand(float (&)[NB][4]) {}
 template <int KS>
@@ -62,8 +62,7 @@ inline Sw128Operand decode_sw128(WgmmaDesc desc, const char* what) {
 template <class T>
 float sw128_element(std::uintptr_t unswizzled, const char* what) {
   const std::uintptr_t address = unswizzled ^ (((unswizzled >> 7) & 7U) << 4);
-  ::longattn::emu::check_shared_range(address, 2, 2, what);
-  return b16_to_float<T>(load_b16(address, 0));
+  return b16_to_float<T>(::longattn::emu::async_proxy_load_b16(address, what));
 }
 /// K-major: element (row, k) of the instruction's rows x 16 operand.
 template <class T>
