@@ -102,7 +102,8 @@ void wgmma_wait_groups(int keep_pending);
 /// The async proxy (wgmma's operand reads) sees shared memory as it was published: at a
 /// __syncthreads that a fence.proxy.async preceded in the same phase, every byte then in shared
 /// memory is published, except the cp.async copies a thread landed after its last fence (its
-/// fence came before the wait). fence_proxy_async is that fence. An async read of a byte whose
+/// fence came before the wait; tracked once the block has run its first fence). fence_proxy_async
+/// is that fence. An async read of a byte whose
 /// contents differ from the published ones (written without a fence before the barrier, or
 /// refilled before the wgmma that reads it retired) fails the launch.
 void fence_proxy_async();

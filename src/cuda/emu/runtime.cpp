@@ -219,6 +219,9 @@ struct Launch {
   /// Shared memory as the async proxy sees it (published at barriers, see fence_proxy_async).
   std::vector<unsigned char> async_view;
   bool proxy_fenced = false;  // a fence.proxy.async ran in this barrier phase
+  // A fence.proxy.async ran in this block: from then on landed cp.async copies are tracked (a
+  // kernel without wgmma never fences, and its lists would only grow).
+  bool proxy_used = false;
   std::size_t smem_bytes = 0;
   Context scheduler;
   Fiber* current = nullptr;
@@ -312,6 +315,7 @@ bool run_block(Launch& launch) {
   std::memset(launch.smem.data(), 0xff, launch.smem.size());
   std::memset(launch.async_view.data(), 0xff, launch.async_view.size());
   launch.proxy_fenced = false;
+  launch.proxy_used = false;
   for (int i = 0; i < threads; ++i) {
     Fiber& f = launch.fibers[static_cast<std::size_t>(i)];
     f.linear = i;
@@ -574,7 +578,10 @@ void cp_async_wait_groups(int keep_pending) {
       } else {
         std::memset(dst, 0, 16);
       }
-      f.unfenced_copies.push_back(c.dst - reinterpret_cast<std::uintptr_t>(g_launch->smem.data()));
+      if (g_launch->proxy_used) {
+        f.unfenced_copies.push_back(c.dst -
+                                    reinterpret_cast<std::uintptr_t>(g_launch->smem.data()));
+      }
     }
     f.groups.pop_front();
   }
@@ -583,6 +590,7 @@ void cp_async_wait_groups(int keep_pending) {
 void fence_proxy_async() {
   current().unfenced_copies.clear();
   g_launch->proxy_fenced = true;
+  g_launch->proxy_used = true;
 }
 
 std::uint16_t async_proxy_load_b16(std::uintptr_t address, const char* what) {
