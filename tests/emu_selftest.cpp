@@ -287,14 +287,8 @@ void wgmma_write_in_flight_kernel(const AttnParams /*p*/) {
   wgmma_wait<0>();
 }
 
-// Fills one SW128 panel with plain stores (no fence.proxy.async), then wgmma reads it after the
-// barrier: the async proxy may not see the stores.
-void wgmma_unfenced_kernel(const AttnParams /*p*/) {
-  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
-  unsigned char* panel = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
-  for (unsigned b = 16U * threadIdx.x; b < 64U * 128U; b += 16U * 128U) {
-    std::memset(panel + b, 0, 16);
-  }
+// One 64 x 64 bf16 SW128 panel read by one wgmma (S = panel panel^T) after a barrier.
+void read_panel_by_wgmma(const unsigned char* panel) {
   __syncthreads();
   const WgmmaDesc d = wgmma_desc(smem_addr(panel), 16, 1024);
   float s[8][4] = {};
@@ -304,8 +298,18 @@ void wgmma_unfenced_kernel(const AttnParams /*p*/) {
   wgmma_wait<0>();
 }
 
-// Fills the panel by cp.async but fences before the wait that lands the copies: the fence does
-// not cover them.
+// Fills the panel with plain stores and no fence.proxy.async: the async proxy may not see them.
+void wgmma_unfenced_kernel(const AttnParams /*p*/) {
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  unsigned char* panel = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
+  for (unsigned b = 16U * threadIdx.x; b < 64U * 128U; b += 16U * 128U) {
+    std::memset(panel + b, 0, 16);
+  }
+  read_panel_by_wgmma(panel);
+}
+
+// Fills the panel by cp.async; p.softmax: the fence comes before the wait that lands the
+// copies, so it does not cover them (the right place is after the wait).
 void wgmma_fence_before_wait_kernel(const AttnParams p) {
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* panel = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
@@ -314,16 +318,10 @@ void wgmma_fence_before_wait_kernel(const AttnParams p) {
     cp_async_16(smem_addr(panel + b), src + b, true);
   }
   cp_async_commit();
-  if (p.softmax) fence_proxy_async();  // the right place: after the wait (below)
+  if (p.softmax) fence_proxy_async();
   cp_async_wait<0>();
   if (!p.softmax) fence_proxy_async();
-  __syncthreads();
-  const WgmmaDesc d = wgmma_desc(smem_addr(panel), 16, 1024);
-  float s[8][4] = {};
-  wgmma_fence();
-  wgmma_ss<__nv_bfloat16, 64>(s, d, d, false);
-  wgmma_commit();
-  wgmma_wait<0>();
+  read_panel_by_wgmma(panel);
 }
 
 void test_async_proxy() {

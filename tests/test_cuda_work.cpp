@@ -302,8 +302,8 @@ std::int64_t expect_spans_match_bits(const detail::TileSchedule& s) {
     }
     ++span_tiles;
     for (std::int64_t qi = 0; qi < s.tile_q; ++qi) {
-      const std::uint32_t lo = row[qi] & 0xFFFFU;
-      const std::uint32_t width = row[qi] >> 16U;
+      const std::uint32_t lo = detail::cuda::row_span_lo(row[qi]);
+      const std::uint32_t width = detail::cuda::row_span_width(row[qi]);
       if (lo + width > static_cast<std::uint32_t>(s.tile_k)) {
         ADD_FAILURE() << "tile " << t << " row " << qi << " span " << lo << "+" << width;
         return -1;

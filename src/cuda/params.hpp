@@ -38,6 +38,8 @@ inline constexpr std::uint32_t kRowSpanUseBits = 0xFFFFFFFFU;
 [[nodiscard]] constexpr std::uint32_t pack_row_span(std::uint32_t lo, std::uint32_t width) {
   return lo | (width << 16U);
 }
+[[nodiscard]] constexpr std::uint32_t row_span_lo(std::uint32_t span) { return span & 0xFFFFU; }
+[[nodiscard]] constexpr std::uint32_t row_span_width(std::uint32_t span) { return span >> 16U; }
 
 /// A ScheduleSet uploaded for one tile shape: row CSR (query tile -> key tiles) and its
 /// transpose (key tile -> query tiles), both pointing at the same PARTIAL bitmasks.

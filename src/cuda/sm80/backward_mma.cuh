@@ -475,8 +475,8 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
           unsigned width[2];
 #pragma unroll
           for (int r = 0; r < 2; ++r) {
-            lo[r] = static_cast<int>(span[r] & 0xFFFFU);
-            width[r] = row0 + r * 8 < qn ? span[r] >> 16U : 0U;
+            lo[r] = static_cast<int>(row_span_lo(span[r]));
+            width[r] = row0 + r * 8 < qn ? row_span_width(span[r]) : 0U;
           }
           gradients([&](int r, int key) { return static_cast<unsigned>(key - lo[r]) < width[r]; });
         } else {

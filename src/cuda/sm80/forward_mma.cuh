@@ -189,8 +189,8 @@ __device__ __forceinline__ float mask_tile(const AttnParams& p, float (&s)[SL][N
       for (int r = 0; r < 2; ++r) {
         span[sl][r] = tile_spans[row_bit[sl][r]];
         const int row = warp_row0 + sl * 16 + group + r * 8;
-        lo[sl][r] = static_cast<int>(span[sl][r] & 0xFFFFU);
-        width[sl][r] = row < qn ? span[sl][r] >> 16U : 0U;
+        lo[sl][r] = static_cast<int>(row_span_lo(span[sl][r]));
+        width[sl][r] = row < qn ? row_span_width(span[sl][r]) : 0U;
       }
     }
     use_spans = span[0][0] != kRowSpanUseBits;
