@@ -33,6 +33,13 @@ __device__ __forceinline__ void cp_async_16(SmemAddr dst, const void* src, bool 
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
                : "memory");
 }
+/// 4-byte asynchronous global->shared copy (through L1: .cg takes 16 bytes only); `valid` false
+/// zero-fills the destination.
+__device__ __forceinline__ void cp_async_4(SmemAddr dst, const void* src, bool valid) {
+  const int bytes = valid ? 4 : 0;
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(bytes)
+               : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }

@@ -79,7 +79,7 @@ unsigned char* dynamic_shared_memory();
 
 /// cp.async emulation: the destination is poisoned at the issue, and the copy lands only at
 /// the wait that covers it, so reading too early and refilling too early both show as NaN.
-void cp_async_queue(std::uintptr_t dst, const void* src, bool valid);
+void cp_async_queue(std::uintptr_t dst, const void* src, std::size_t bytes, bool valid);
 void cp_async_commit_group();
 void cp_async_wait_groups(int keep_pending);
 

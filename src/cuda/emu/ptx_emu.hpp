@@ -33,7 +33,14 @@ inline void cp_async_16(SmemAddr dst, const void* src, bool valid) {
   if (valid && reinterpret_cast<std::uintptr_t>(src) % 16 != 0) {
     ::longattn::emu::fault("cp.async", "global source address is not 16-byte aligned");
   }
-  ::longattn::emu::cp_async_queue(dst, src, valid);
+  ::longattn::emu::cp_async_queue(dst, src, 16, valid);
+}
+inline void cp_async_4(SmemAddr dst, const void* src, bool valid) {
+  ::longattn::emu::check_shared_range(dst, 4, 4, "cp.async destination");
+  if (valid && reinterpret_cast<std::uintptr_t>(src) % 4 != 0) {
+    ::longattn::emu::fault("cp.async", "global source address is not 4-byte aligned");
+  }
+  ::longattn::emu::cp_async_queue(dst, src, 4, valid);
 }
 inline void cp_async_commit() { ::longattn::emu::cp_async_commit_group(); }
 template <int N>

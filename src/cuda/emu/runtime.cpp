@@ -40,7 +40,13 @@ constexpr std::size_t kDefaultDynamicSmem = 48 * 1024;
 struct Copy {
   std::uintptr_t dst;
   const void* src;
+  std::size_t bytes;  // 4, 8 or 16
   bool valid;
+};
+/// A cp.async copy landed in shared memory but not yet fenced for the async proxy.
+struct LandedCopy {
+  std::size_t offset;  // from the start of the block's shared memory
+  std::size_t bytes;
 };
 
 enum class State : std::uint8_t { kReady, kWaitWarp, kWaitBlock, kWaitNamed, kDone };
@@ -190,7 +196,7 @@ struct Fiber {
   std::deque<std::vector<WgmmaOp>> wgmma_groups;
   /// Shared-memory offsets of the 16-byte cp.async copies this thread landed since its last
   /// fence.proxy.async: the async proxy does not see them yet.
-  std::vector<std::size_t> unfenced_copies;
+  std::vector<LandedCopy> unfenced_copies;
 };
 
 struct Warp {
@@ -267,17 +273,17 @@ Stats g_stats;
 /// Publishes shared memory to the async proxy at a barrier after a fence.proxy.async: every byte
 /// but the cp.async copies landed after their thread's last fence.
 void publish_to_async_proxy(Launch& l) {
-  std::vector<std::pair<std::size_t, std::array<unsigned char, 16>>> held;
+  std::vector<std::pair<LandedCopy, std::array<unsigned char, 16>>> held;
   for (const Fiber& f : l.fibers) {
-    for (const std::size_t offset : f.unfenced_copies) {
+    for (const LandedCopy& c : f.unfenced_copies) {
       std::array<unsigned char, 16> old{};
-      std::memcpy(old.data(), l.async_view.data() + offset, old.size());
-      held.emplace_back(offset, old);
+      std::memcpy(old.data(), l.async_view.data() + c.offset, c.bytes);
+      held.emplace_back(c, old);
     }
   }
   std::memcpy(l.async_view.data(), l.smem.data(), l.smem.size());
-  for (const auto& [offset, old] : held) {
-    std::memcpy(l.async_view.data() + offset, old.data(), old.size());
+  for (const auto& [c, old] : held) {
+    std::memcpy(l.async_view.data() + c.offset, old.data(), c.bytes);
   }
   l.proxy_fenced = false;
 }
@@ -507,13 +513,13 @@ const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const ch
 
 void count_atomic(std::size_t bytes) { g_stats.atomic_bytes += bytes; }
 
-void cp_async_queue(std::uintptr_t dst, const void* src, bool valid) {
-  g_stats.cp_async_bytes += 16;
+void cp_async_queue(std::uintptr_t dst, const void* src, std::size_t bytes, bool valid) {
+  g_stats.cp_async_bytes += bytes;
   // In flight, the destination holds neither its old nor its new bytes: poison now (a read of
   // the old contents after the issue, a missing barrier before refilling a buffer, sees NaN),
   // the data lands at the wait that covers it (a read before that wait sees NaN too).
-  std::memset(reinterpret_cast<void*>(dst), 0xff, 16);  // NOLINT(performance-no-int-to-ptr)
-  current().open_group.push_back({dst, src, valid});
+  std::memset(reinterpret_cast<void*>(dst), 0xff, bytes);  // NOLINT(performance-no-int-to-ptr)
+  current().open_group.push_back({dst, src, bytes, valid});
 }
 
 namespace {
@@ -574,13 +580,13 @@ void cp_async_wait_groups(int keep_pending) {
     for (const Copy& c : f.groups.front()) {
       void* dst = reinterpret_cast<void*>(c.dst);  // NOLINT(performance-no-int-to-ptr)
       if (c.valid) {
-        std::memcpy(dst, c.src, 16);
+        std::memcpy(dst, c.src, c.bytes);
       } else {
-        std::memset(dst, 0, 16);
+        std::memset(dst, 0, c.bytes);
       }
       if (g_launch->proxy_used) {
-        f.unfenced_copies.push_back(c.dst -
-                                    reinterpret_cast<std::uintptr_t>(g_launch->smem.data()));
+        f.unfenced_copies.push_back(
+            {c.dst - reinterpret_cast<std::uintptr_t>(g_launch->smem.data()), c.bytes});
       }
     }
     f.groups.pop_front();
