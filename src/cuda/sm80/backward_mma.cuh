@@ -172,6 +172,24 @@ __device__ __forceinline__ void key_tile_gradients(const AttnParams& p, const Sl
   }
 }
 
+/// Starts the copy of a query tile's row constants into `rows` (lse2 of its BM rows, then their
+/// rowdot) as 4-byte cp.async in the caller's open group: a global load there would hold the
+/// warps that make it until the data arrives, while the others wait at the next barrier. Rows
+/// past qn get +inf / 0 by plain stores. `row0` indexes the tile's first row in p.row_lse2.
+template <int BM, int THREADS>
+__device__ __forceinline__ void load_row_constants_async(float* rows, const AttnParams& p,
+                                                         std::int64_t row0, int qn) {
+  static_assert(THREADS >= BM, "one row per thread");
+  const int q = static_cast<int>(threadIdx.x);
+  if (q < qn) {
+    cp_async_4(smem_addr(rows + q), p.row_lse2 + row0 + q, true);
+    cp_async_4(smem_addr(rows + BM + q), p.row_dot + row0 + q, true);
+  } else if (q < BM) {
+    rows[q] = pos_inf();
+    rows[BM + q] = 0.0F;
+  }
+}
+
 /// Writes this thread's rows of dK and dV (keys `key` and key + 8 of KV head kvh; `left` of
 /// them in the sequence from `key` on) from the C-layout accumulators.
 template <class T, int DB>
@@ -251,12 +269,8 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
                                             q0, qn);
         load_tile_async<T, D, Tr::kThreads>(dos + buf * BM * P, BM, p.dout, be.dout + h * p.do_hs,
                                             p.do_ts, q0, qn);
+        load_row_constants_async<BM, Tr::kThreads>(rows + buf * 2 * BM, p, rbase + q0, qn);
         cp_async_commit();
-        float* r = rows + buf * 2 * BM;
-        for (int i = threadIdx.x; i < BM; i += Tr::kThreads) {
-          r[i] = i < qn ? p.row_lse2[rbase + q0 + i] : pos_inf();
-          r[BM + i] = i < qn ? p.row_dot[rbase + q0 + i] : 0.0F;
-        }
       };
       if (c0 < c1) issue_q(c0, 0);
       for (std::int64_t c = c0; c < c1; ++c) {

@@ -15,7 +15,8 @@
 //                                with both operands MN-major: at D = 128 warpgroup g takes
 //                                columns 64 g .. 64 g + 63 over all 128 keys, at D = 64 all
 //                                columns over its own 64 keys; added to p.dq_accum with atomics.
-// The dV/dK products run while dS^T is stored and the dQ product is issued. Two block barriers
+// The next tile's copies (Q, dO and its row constants, all cp.async) are issued while S^T and dP^T
+// run; the dV/dK products run while dS^T is stored and the dQ product is issued. Two block barriers
 // per tile (operands landed; dS^T complete). No intra-warpgroup pipelining across tiles,
 // producer warps or TMA yet. The deterministic mode, and Inf/NaN inputs, run elsewhere (the sm80
 // dQ pass; the generic kernels).
@@ -152,13 +153,9 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       load_rows_async<T, D, Tr::kThreads>(
           [dod](int r, int ch) { return smem_addr(dod + sw128_offset(Tr::kBlockM, r, ch * 8)); },
           BM, p.dout, be.dout + t.h * p.do_hs, p.do_ts, q0, qn);
-      cp_async_commit();
       const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(t.h) * be.sq;
-      float* r = rows + buf * 2 * BM;
-      for (int i = threadIdx.x; i < BM; i += Tr::kThreads) {
-        r[i] = i < qn ? p.row_lse2[rbase + q0 + i] : pos_inf();
-        r[BM + i] = i < qn ? p.row_dot[rbase + q0 + i] : 0.0F;
-      }
+      load_row_constants_async<BM, Tr::kThreads>(rows + buf * 2 * BM, p, rbase + q0, qn);
+      cp_async_commit();
     };
 
     ColumnTile cur = first_column_tile(p, w.b, w.kt, w.kvh * p.group, h_end);
@@ -170,19 +167,11 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       // Every thread is past tile i - 1, whose wgmma have all retired: its buffers and dS^T
       // may be refilled.
       __syncthreads();
-      const ColumnTile next = next_column_tile(p, w.b, w.kt, cur, h_end);
-      if (next.h < h_end) issue_q(next, buf ^ 1);
-      const SlotRef sr = schedule_of(p, w.b, cur.h);
-      const int q0 = p.sched.q_tile[sr.base + cur.c] * BM;
-      const int qn = min(BM, be.sq - q0);
-      const int bits_index = p.sched.col_bits[sr.base + cur.c];
-      const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(cur.h) * be.sq;
-      const float* lse2 = rows + buf * 2 * BM;
-      const float* rowdot = lse2 + BM;
       const std::uint32_t qstep = buf * kQStep;
 
       // ---- S^T = K Q^T, dP^T = V dO^T: D / 16 k-steps of 16 columns, 4 per 64-column panel;
-      // the first with scale-d = 0 ----
+      // the first with scale-d = 0. Issued before the next tile's prefetch and this tile's
+      // schedule reads, which then run under the products. ----
       float st[NB][4], dpt[NB][4];
       wgmma_fence();
 #pragma unroll
@@ -198,6 +187,15 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
         wgmma_ss<T, BM>(dpt, v_desc + a_off, do_desc + qstep + b_off, kk > 0);
       }
       wgmma_commit();
+      const ColumnTile next = next_column_tile(p, w.b, w.kt, cur, h_end);
+      if (next.h < h_end) issue_q(next, buf ^ 1);
+      const SlotRef sr = schedule_of(p, w.b, cur.h);
+      const int q0 = p.sched.q_tile[sr.base + cur.c] * BM;
+      const int qn = min(BM, be.sq - q0);
+      const int bits_index = p.sched.col_bits[sr.base + cur.c];
+      const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(cur.h) * be.sq;
+      const float* lse2 = rows + buf * 2 * BM;
+      const float* rowdot = lse2 + BM;
       wgmma_wait<0>();
       wgmma_fence_operand(st);
       wgmma_fence_operand(dpt);
