@@ -11,10 +11,11 @@
 // published to the async proxy with fence.proxy.async before the barrier.
 // Intra-warpgroup pipelining (FA3's): tile i's P.V is issued after tile i + 1's S = Q K^T and
 // runs while the warpgroup masks and exponentiates S(i + 1); O is rescaled once it retires.
-// One block barrier per tile (tile i + 1 lands in the stage tile i - 2 left); within the tile a
-// named barrier makes warpgroup 1 issue its wgmma after warpgroup 0. No producer warps, TMA or
-// mbarriers yet. Masks, softcap, sigmoid, sinks, GQA packing, split-KV parts and
-// the exact attempt for Inf/NaN in V are the sm80 code.
+// One block barrier per tile (tile i + 1 lands in the stage tile i - 2 left, its copies issued
+// while tile i's S and the owed P.V run); within the tile a named barrier makes warpgroup 1
+// issue its wgmma after warpgroup 0. No producer warps, TMA or mbarriers yet. Masks, softcap,
+// sigmoid, sinks, GQA packing, split-KV parts and the exact attempt for Inf/NaN in V are the
+// sm80 code.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -139,9 +140,9 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     wgmma_fence_operand(o[0]);
     wgmma_fence_operand(pa);
   };
-  // wgmma is a warpgroup instruction: all four warps of a warpgroup run it or none (rows past
-  // qn hold zero Q rows and are never written).
-  const bool warpgroup_active = warpgroup * 64 < qn;
+  // wgmma is a warpgroup instruction, and a branch around one between its issue and its wait
+  // makes ptxas serialize all of them (C7518): both warpgroups run every tile, also the second
+  // when qn <= 64 (its rows hold zero Q rows, see no NaN, and are never written).
 
   for (int i = 0; i < entries; ++i) {
     const int buf = i % Tr::kStages;
@@ -150,7 +151,7 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     // Every thread is past iteration i - 1, where tile i - 2's P.V retired: its buffer,
     // (i + 1) % 3, takes tile i + 1 now.
     __syncthreads();
-    if (i + 1 < entries) issue_kv(tile.next_key_tile(), (i + 1) % Tr::kStages);
+    const int kt_prefetch = tile.next_key_tile();
     const auto [kt, bits_index] = tile.step(i);
     const int jn = min(BN, be.skv - kt * BN);
     const unsigned char* vb = vs + buf * Tr::kKVBytes;
@@ -171,55 +172,54 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     // contending for issue slots while the tensor cores idle. ----
     float s[1][NB][4];
     if (warpgroup == 1) named_barrier_sync(kIssueOrderBarrier, Tr::kThreads);
-    if (warpgroup_active) {
-      wgmma_fence_operand(o[0]);
-      wgmma_fence_operand(pa);
-      wgmma_fence();  // pa and o were last written by ordinary instructions
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        const std::uint32_t q_off = (kk / 4) * BM * 128 + (kk % 4) * 32;
-        const std::uint32_t k_off = (kk / 4) * BN * 128 + (kk % 4) * 32;
-        wgmma_ss<T, BN>(s[0], q_desc + (q_off >> 4), k_desc + buf * kBufferStep + (k_off >> 4),
-                        kk > 0);
-      }
-      wgmma_commit();
-      issue_pv();
-      named_barrier_arrive_if(warpgroup == 0, kIssueOrderBarrier, Tr::kThreads);
-      wgmma_wait<1>();  // S has landed; the P.V may still run
-      wgmma_fence_operand(s[0]);
-
-      // ---- mask, logit transform, softmax statistics (the sm80 code), O untouched ----
-      const float to_log2 =
-          mask_tile<1, NB, BN, Tr::kWordsPerRow>(p, s, tile, bits_index, row_bit, warp_row0, group,
-                                                 tq, jn, qn, plain_softmax, raw_to_log2, post);
-      float alpha[1][2];
-      const bool rescale = softmax && softmax_statistics(s, m, l, alpha, to_log2);
-
-      // ---- the owed P.V retires: O may be rescaled and pa refilled ----
-      wgmma_wait<0>();
-      wgmma_fence_operand(o[0]);
-      wgmma_fence_operand(pa);
-      if (rescale) rescale_output(o, alpha);
-      if (!v_nonfinite) {
-        pv_buf = buf;
-#pragma unroll
-        for (int kk = 0; kk < KS; ++kk) probability_fragment<T>(s[0], kk, pa[kk]);
-      } else {
-        exact_pv<T>(s[0], o[0], jn, lane, tq, [&](int key, int col) {
-          return reinterpret_cast<const T*>(vb + sw128_offset(Tr::kBlockN, key, col));
-        });
-        owe_nothing();
-      }
-    }
-  }
-  if (warpgroup_active) {  // the last tile's P.V (zeros when the item has no key tiles)
     wgmma_fence_operand(o[0]);
     wgmma_fence_operand(pa);
-    wgmma_fence();
+    wgmma_fence();  // pa and o were last written by ordinary instructions
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      const std::uint32_t q_off = (kk / 4) * BM * 128 + (kk % 4) * 32;
+      const std::uint32_t k_off = (kk / 4) * BN * 128 + (kk % 4) * 32;
+      wgmma_ss<T, BN>(s[0], q_desc + (q_off >> 4), k_desc + buf * kBufferStep + (k_off >> 4),
+                      kk > 0);
+    }
+    wgmma_commit();
     issue_pv();
+    named_barrier_arrive_if(warpgroup == 0, kIssueOrderBarrier, Tr::kThreads);
+    // Tile i + 1's copies are issued while S and the owed P.V run (no stage they read).
+    if (i + 1 < entries) issue_kv(kt_prefetch, (i + 1) % Tr::kStages);
+    wgmma_wait<1>();  // S has landed; the P.V may still run
+    wgmma_fence_operand(s[0]);
+
+    // ---- mask, logit transform, softmax statistics (the sm80 code), O untouched ----
+    const float to_log2 =
+        mask_tile<1, NB, BN, Tr::kWordsPerRow>(p, s, tile, bits_index, row_bit, warp_row0, group,
+                                               tq, jn, qn, plain_softmax, raw_to_log2, post);
+    float alpha[1][2];
+    const bool rescale = softmax && softmax_statistics(s, m, l, alpha, to_log2);
+
+    // ---- the owed P.V retires: O may be rescaled and pa refilled ----
     wgmma_wait<0>();
     wgmma_fence_operand(o[0]);
+    wgmma_fence_operand(pa);
+    if (rescale) rescale_output(o, alpha);
+    if (!v_nonfinite) {
+      pv_buf = buf;
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) probability_fragment<T>(s[0], kk, pa[kk]);
+    } else {
+      exact_pv<T>(s[0], o[0], jn, lane, tq, [&](int key, int col) {
+        return reinterpret_cast<const T*>(vb + sw128_offset(Tr::kBlockN, key, col));
+      });
+      owe_nothing();
+    }
   }
+  // The last tile's P.V (zeros when the item has no key tiles).
+  wgmma_fence_operand(o[0]);
+  wgmma_fence_operand(pa);
+  wgmma_fence();
+  issue_pv();
+  wgmma_wait<0>();
+  wgmma_fence_operand(o[0]);
   cp_async_wait<0>();  // Q alone was in flight when the tile has no key tiles
   // (After the barrier no thread reads this attempt's shared memory any more.)
   if (!kExact && __syncthreads_or(output_has_nonfinite(o, warp_row0, group, qn)) != 0) return false;
