@@ -166,28 +166,28 @@ __device__ __forceinline__ void mask_and_transform(const AttnParams& p, float (&
 /// softmax, whose raw scores need neither. The softmax then scales scores by
 /// `plain_softmax ? scale * log2 e : 1`. Rows past qn need no mask: their Q rows are zero,
 /// nothing is written.
+/// `span`: this thread's row spans of a PARTIAL tile (RowTile::load_row_spans, loaded before the
+/// tile's S product so that their latency hides under it).
 template <int SL, int NB, int BN, int WORDS, class RowTile>
 __device__ __forceinline__ float mask_tile(const AttnParams& p, float (&s)[SL][NB][4],
                                            const RowTile& tile, int bits_index,
+                                           const std::uint32_t (&span)[SL][2],
                                            const int (&row_bit)[SL][2], int warp_row0, int group,
                                            int tq, int jn, int qn, bool plain_softmax,
                                            float raw_to_log2, float post) {
   // (The tile's addresses are formed past this test, so that a FULL tile reads none of them.)
   if (plain_softmax && bits_index < 0 && jn == BN) return raw_to_log2;
   const std::uint64_t* tile_bits = tile.template tile_bits<BN, WORDS>(p, bits_index);
-  const std::uint32_t* tile_spans = tile.tile_spans(p, bits_index);
   // Every row of a PARTIAL tile sees one run of keys, or the tile's spans all say
   // kRowSpanUseBits: use_spans is block-uniform.
   int lo[SL][2] = {};
   unsigned width[SL][2] = {};
   bool use_spans = false;
-  if (tile_spans != nullptr) {
-    std::uint32_t span[SL][2];
+  if (bits_index >= 0) {
 #pragma unroll
     for (int sl = 0; sl < SL; ++sl) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        span[sl][r] = tile_spans[row_bit[sl][r]];
         const int row = warp_row0 + sl * 16 + group + r * 8;
         lo[sl][r] = static_cast<int>(row_span_lo(span[sl][r]));
         width[sl][r] = row < qn ? row_span_width(span[sl][r]) : 0U;
@@ -445,6 +445,21 @@ struct ForwardRowTile {
                            : nullptr;
   }
 
+  /// This thread's row spans of a PARTIAL tile (SL slabs, rows group and group + 8 of each), for
+  /// mask_tile; a FULL tile loads none (mask_tile reads none). Called before the tile's S
+  /// product, whose instructions then hide the loads' latency.
+  template <int SL>
+  __device__ __forceinline__ void load_row_spans(const AttnParams& p, int bits_index,
+                                                 const int (&bit)[SL][2],
+                                                 std::uint32_t (&span)[SL][2]) const {
+    const std::uint32_t* spans = tile_spans(p, bits_index);
+#pragma unroll
+    for (int sl = 0; sl < SL; ++sl) {
+      span[sl][0] = spans != nullptr ? spans[bit[sl][0]] : 0U;
+      span[sl][1] = spans != nullptr ? spans[bit[sl][1]] : 0U;
+    }
+  }
+
   /// The bitmask bit of each of this thread's rows (SL slabs of 16 from warp_row0; rows group
   /// and group + 8): the query's offset in its schedule tile.
   template <int SL>
@@ -586,6 +601,8 @@ __device__ __forceinline__ bool forward_mma_item(const AttnParams& p, int item) 
     }
 
     if (warp_active) {
+      std::uint32_t span[SL][2];
+      tile.template load_row_spans<SL>(p, bits_index, row_bit, span);
       // ---- S = Q K^T (each K fragment serves the warp's SL slabs) ----
       float s[SL][NB][4];
 #pragma unroll
@@ -616,9 +633,9 @@ __device__ __forceinline__ bool forward_mma_item(const AttnParams& p, int item) 
       }
 
       // ---- mask, logit transform, online softmax (rows group and group + 8 of each slab) ----
-      const float to_log2 =
-          mask_tile<SL, NB, BN, Tr::kWordsPerRow>(p, s, tile, bits_index, row_bit, warp_row0, group,
-                                                  tq, jn, qn, plain_softmax, raw_to_log2, post);
+      const float to_log2 = mask_tile<SL, NB, BN, Tr::kWordsPerRow>(
+          p, s, tile, bits_index, span, row_bit, warp_row0, group, tq, jn, qn, plain_softmax,
+          raw_to_log2, post);
       if (softmax) online_softmax(s, m, l, o, to_log2);
 
       // ---- O += P V (each V fragment serves the warp's SL slabs) ----

@@ -170,6 +170,8 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     // issues after warpgroup 0 (FA3's scheduling barrier): S of warpgroup 0 then lands first
     // and its softmax runs under warpgroup 1's S and both P.Vs, rather than the two softmaxes
     // contending for issue slots while the tensor cores idle. ----
+    std::uint32_t span[1][2];
+    tile.template load_row_spans<1>(p, bits_index, row_bit, span);
     float s[1][NB][4];
     if (warpgroup == 1) named_barrier_sync(kIssueOrderBarrier, Tr::kThreads);
     wgmma_fence_operand(o[0]);
@@ -192,8 +194,8 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
 
     // ---- mask, logit transform, softmax statistics (the sm80 code), O untouched ----
     const float to_log2 =
-        mask_tile<1, NB, BN, Tr::kWordsPerRow>(p, s, tile, bits_index, row_bit, warp_row0, group,
-                                               tq, jn, qn, plain_softmax, raw_to_log2, post);
+        mask_tile<1, NB, BN, Tr::kWordsPerRow>(p, s, tile, bits_index, span, row_bit, warp_row0,
+                                               group, tq, jn, qn, plain_softmax, raw_to_log2, post);
     float alpha[1][2];
     const bool rescale = softmax && softmax_statistics(s, m, l, alpha, to_log2);
 
