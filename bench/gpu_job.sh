@@ -2,18 +2,19 @@
 # One full GPU iteration on the lent machine: build (a chosen instantiation subset), check every
 # case against the oracle, compute-sanitizer on the quick suite, the GPU benchmark, and the
 # anchors (SDPA backends, FlexAttention) in the same job; a summary table last, full logs and
-# JSON under $OUT (logs.tgz, longattn_gpu.json, anchors.json, flex_masks.json, compare.json,
-# summary.txt).
+# JSON under $OUT (logs.tgz, core.json, longattn_gpu.json, anchors.json, flex_masks.json,
+# compare.json, summary.txt).
 #
 # Here first: scripts/fetch_gpu_deps.sh   (fills .gpudeps/: header libraries, the anchors, and
 #             the CLI prebuilt here for sm_90 when build/release is a CUDA build, xz-compressed)
 # Then, with the device tool:  run(command="bash bench/gpu_job.sh", carry=[".gpudeps"])
 #
-# Stages run in the order STAGES names them (default "build check bench anchors sanitize");
+# Stages run in the order STAGES names them (default "build core check sanitize bench": the
+# numbers of the bars first, then correctness of every kernel, then the long benchmark suite);
 # each stage's timeout is cut to what is left of DEADLINE seconds (default 570), so the summary
 # and logs always come back from one device call (10 minutes). Later calls on a warm machine
 # keep build/gpu:
-#   STAGES="build check bench anchors sanitize" bash bench/gpu_job.sh
+#   STAGES="build check bench anchors sanitize" bash bench/gpu_job.sh   (the old order, all A/Bs)
 #   STAGES="python" bash bench/gpu_job.sh     (pip install ., GPU pytest, compare.py, decode loop)
 #   STAGES="profile flex" bash bench/gpu_job.sh  (ncu on the bar's kernels; FlexAttention masks)
 #   STAGES="hotspots" bash bench/gpu_job.sh  (stall samples per SASS instruction: the 128t forward
@@ -35,7 +36,7 @@ LOGS=/tmp/longattn_gpu_logs
 rm -rf "$LOGS" && mkdir -p "$OUT" "$LOGS"
 KERNELS=${KERNELS:-all}
 ARCHS=${ARCHS:-90}
-STAGES=${STAGES:-"build check bench anchors sanitize"}
+STAGES=${STAGES:-"build core check sanitize bench"}
 BUILD=build/gpu
 CLI=$BUILD/longattn
 start=$(date +%s)
@@ -140,6 +141,53 @@ stage_check() {
     grep -E "FAIL" "$LOGS/check_tile$tile.log" | head -n 20
     record "check$tile" "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check_tile$tile.log")"
   done
+}
+
+# The numbers a short lease must bring back first (a drawn task has had 15 minutes of device time,
+# start included: one call): the bars' shapes on the default kernels and on 128h (when the probe
+# passed), the masks that trail Flex most in fwd and bwd, and the anchors of the same shapes
+# (SDPA flash / cuDNN, and Flex on those masks). One summary line per run.
+stage_core() {
+  stage "core: bar shapes and four masks, default kernels and 128h, with their anchors"
+  hopper_probe
+  run_bench() {  # name, tile (default / 128h), then the bench arguments
+    local name=$1 tile=$2
+    shift 2
+    local env=()
+    [ "$tile" = 128h ] && env=(LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h)
+    env "${env[@]}" timeout $(cap 60) "$CLI" bench --device cuda --dtype bf16 --reps 5 --no-check \
+      --json "$LOGS/core_${name}_$tile.json" "$@" >"$LOGS/core_${name}_$tile.log" 2>&1
+    record "${name}_$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd\|^bwd' \
+      "$LOGS/core_${name}_$tile.log" | awk '{printf "%s %s %s TFLOP/s; ", $1, $2, $12}')"
+  }
+  for tile in default $(hopper_tile); do
+    run_bench fwd128 "$tile" --B 1 --H 16 --S 16384 --D 128 --mask full,causal --fwd
+    run_bench fwd64 "$tile" --B 1 --H 32 --S 16384 --D 64 --mask full,causal --fwd
+    run_bench bwd128 "$tile" --B 2 --H 16 --S 8192 --D 128 --mask full,causal --bwd
+    run_bench masks "$tile" --B 1 --H 64 --Hkv 8 --S 16384 --D 128 \
+      --mask full,sliding_window_causal,causal_document,sliding_window
+  done
+  # One JSON for the summary (the device tool brings back at most 8 files), rows tagged by tile.
+  python3 - "$LOGS" "$OUT/core.json" <<'PY'
+import glob, json, os, sys
+rows = []
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "core_*.json"))):
+    tile = os.path.basename(path)[:-5].rsplit("_", 1)[1]
+    try:
+        rows += [dict(r, tile=tile) for r in json.load(open(path))]
+    except (OSError, ValueError):
+        pass
+json.dump(rows, open(sys.argv[2], "w"), indent=1)
+PY
+  anchors=.gpudeps/anchors
+  [ -d "$anchors" ] || anchors=../shared/anchors
+  PYTHONUNBUFFERED=1 timeout $(cap 150) python3 "$anchors/anchors_gpu.py" --only ceiling,fwd,bwd \
+    --S 16384 --json "$OUT/anchors.json" >"$LOGS/anchors.log" 2>&1
+  record anchors "$([ $? -eq 0 ] && echo ok || echo FAIL)" "anchors_gpu.py (ceiling, fwd, bwd)"
+  PYTHONUNBUFFERED=1 timeout $(cap 200) python3 "$anchors/longca_masks_flex.py" --S 16384 \
+    --masks full,sliding_window_causal,causal_document,sliding_window \
+    --json "$OUT/flex_masks.json" >"$LOGS/flex.log" 2>&1
+  record flex "$([ $? -eq 0 ] && echo ok || echo FAIL)" "longca_masks_flex.py (four masks)"
 }
 
 stage_sanitize() {

@@ -23,11 +23,9 @@ def ratio(a, b):
     return f"{a / b:6.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else f"{'-':>7}"
 
 
-def main():
-    out = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", ".")
-    ours = load(os.path.join(out, "longattn_gpu.json"))
-    anchors = load(os.path.join(out, "anchors.json"))
-    flex = load(os.path.join(out, "flex_masks.json"))
+def tables(ours, anchors, flex, label):
+    """The dense, decode and mask tables of one set of longattn rows against the anchors."""
+    print(f"== {label}")
 
     def anchor(kind, impl, D, S, causal):
         for r in anchors:
@@ -73,7 +71,22 @@ def main():
               f"{ratio(ops.get('fwd'), f.get('fwd_tflops'))}   {fmt(ops.get('bwd'))} "
               f"{fmt(f.get('bwd_tflops'))} {ratio(ops.get('bwd'), f.get('bwd_tflops'))}")
     if not ours:
-        print("  (no longattn_gpu.json: the bench stage did not run or failed)")
+        print("  (no rows: the stage did not run or failed)")
+    print()
+
+
+def main():
+    out = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("OUT", ".")
+    ours = load(os.path.join(out, "longattn_gpu.json"))
+    anchors = load(os.path.join(out, "anchors.json"))
+    flex = load(os.path.join(out, "flex_masks.json"))
+    # The core stage of gpu_job.sh: the same tables once per kernel choice ("tile").
+    core = load(os.path.join(out, "core.json"))
+    for tile in sorted({r.get("tile", "?") for r in core}):
+        rows = [r for r in core if r.get("tile", "?") == tile]
+        tables(rows, anchors, flex, f"core stage, kernels: {tile}")
+    if ours or not core:
+        tables(ours, anchors, flex, "bench stage (longattn bench --suite gpu)")
 
 
 if __name__ == "__main__":
