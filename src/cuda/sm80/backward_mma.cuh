@@ -125,15 +125,33 @@ __device__ __forceinline__ void add_tile_dq(const AttnParams& p, const T* dss, c
   }
 }
 
+/// The query bits of this thread's keys key0 and key0 + 8 in the tile's bitmask at
+/// `bits_index` of schedule slot `se` (all ones for a FULL tile, -1; zero past jn keys), for
+/// key_tile_gradients. Called before the tile's S^T product, whose instructions then hide the
+/// loads' latency.
+template <int BN>
+__device__ __forceinline__ void load_key_words(const AttnParams& p, const SlotEntry& se,
+                                               int bits_index, int key0, int jn,
+                                               std::uint64_t (&words)[2]) {
+  words[0] = words[1] = ~0ULL;
+  if (bits_index >= 0) {
+    const std::uint64_t* tile_bits =
+        p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN;
+    words[0] = key0 < jn ? tile_bits[key0] : 0ULL;
+    words[1] = key0 + 8 < jn ? tile_bits[key0 + 8] : 0ULL;
+  }
+}
+
 /// P^T and dS^T in place of S^T and dP^T for one key tile of the dK/dV pass: this thread's
 /// keys key0 and key0 + 8 (the accumulator rows) against the BM queries of the tile (NB n8
-/// blocks; lse2 / rowdot hold the tile's row constants), the tile's bits at `bits_index` of
-/// schedule slot `se` (-1: FULL), jn keys and qn queries valid.
+/// blocks; lse2 / rowdot hold the tile's row constants), the tile's bitmask index
+/// `bits_index` (-1: FULL) and the keys' words of it (load_key_words), jn keys and qn queries
+/// valid.
 template <int BM, int BN, int NB>
-__device__ __forceinline__ void key_tile_gradients(const AttnParams& p, const SlotEntry& se,
-                                                   int bits_index, const float* lse2,
-                                                   const float* rowdot, int key0, int tq, int jn,
-                                                   int qn, float (&st)[NB][4],
+__device__ __forceinline__ void key_tile_gradients(const AttnParams& p, int bits_index,
+                                                   const std::uint64_t (&words)[2],
+                                                   const float* lse2, const float* rowdot, int key0,
+                                                   int tq, int jn, int qn, float (&st)[NB][4],
                                                    float (&dpt)[NB][4]) {
   static_assert(BM == 64 && NB == BM / 8, "one 64-bit word of query bits per key");
   if (qn == BM && plain_full_tile(p, bits_index, jn, BN)) {
@@ -151,13 +169,6 @@ __device__ __forceinline__ void key_tile_gradients(const AttnParams& p, const Sl
       }
     }
     return;
-  }
-  std::uint64_t words[2] = {~0ULL, ~0ULL};
-  if (bits_index >= 0) {
-    const std::uint64_t* tile_bits =
-        p.sched.bits + se.bits + static_cast<std::int64_t>(bits_index) * BN;
-    words[0] = key0 < jn ? tile_bits[key0] : 0ULL;
-    words[1] = key0 + 8 < jn ? tile_bits[key0 + 8] : 0ULL;
   }
 #pragma unroll
   for (int nb = 0; nb < NB; ++nb) {
@@ -285,6 +296,9 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
         const float* lse2 = rows + buf * 2 * BM;
         const float* rowdot = lse2 + BM;
 
+        std::uint64_t words[2];
+        load_key_words<BN>(p, se, bits_index, key0, jn, words);
+
         // ---- S^T = K Q^T and dP^T = V dO^T (16 keys x 64 queries per warp) ----
         float st[NB][4], dpt[NB][4];
 #pragma unroll
@@ -313,7 +327,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D, kAtomicDq, kKeys>::kThrea
         }
 
         // ---- P^T and dS^T in place ----
-        key_tile_gradients<BM, BN>(p, se, bits_index, lse2, rowdot, key0, tq, jn, qn, st, dpt);
+        key_tile_gradients<BM, BN>(p, bits_index, words, lse2, rowdot, key0, tq, jn, qn, st, dpt);
 
         // ---- dV += P^T dO, dK += dS^T Q (k = the 64 queries) ----
 #pragma unroll
@@ -422,6 +436,15 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
       const int jn = min(BN, be.skv - kt * BN);
       const T* kb = ks + buf * BN * P;
       const T* vb = vs + buf * BN * P;
+      // This thread's row spans of a PARTIAL tile, loaded here so that the products hide the
+      // loads' latency.
+      std::uint32_t span[2] = {kRowSpanUseBits, kRowSpanUseBits};
+      if (bits_index >= 0) {
+        const std::uint32_t* tile_spans =
+            p.sched.row_spans + se.spans + static_cast<std::int64_t>(bits_index) * p.sched.tile_q;
+        span[0] = tile_spans[row0];
+        span[1] = tile_spans[row0 + 8];
+      }
 
       // ---- S = Q K^T, dP = dO V^T ----
       float s[NB][4], dp[NB][4];
@@ -476,14 +499,7 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
         };
         // A PARTIAL tile whose rows each see one run of keys: a compare per score (every entry
         // of a tile's spans agrees on that, so the branch is block-uniform). Else its bitmask,
-        // one load per key.
-        std::uint32_t span[2] = {kRowSpanUseBits, kRowSpanUseBits};
-        if (bits_index >= 0) {
-          const std::uint32_t* tile_spans =
-              p.sched.row_spans + se.spans + static_cast<std::int64_t>(bits_index) * p.sched.tile_q;
-          span[0] = tile_spans[row0];
-          span[1] = tile_spans[row0 + 8];
-        }
+        // one load per key. (The spans were loaded before the products.)
         if (span[0] != kRowSpanUseBits) {
           int lo[2];
           unsigned width[2];

@@ -193,6 +193,8 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       const int q0 = p.sched.q_tile[sr.base + cur.c] * BM;
       const int qn = min(BM, be.sq - q0);
       const int bits_index = p.sched.col_bits[sr.base + cur.c];
+      std::uint64_t words[2];
+      load_key_words<BN>(p, sr.entry, bits_index, key0, jn, words);
       const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(cur.h) * be.sq;
       const float* lse2 = rows + buf * 2 * BM;
       const float* rowdot = lse2 + BM;
@@ -201,7 +203,7 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       wgmma_fence_operand(dpt);
 
       // ---- P^T and dS^T in place (the sm80 code) ----
-      key_tile_gradients<BM, BN>(p, sr.entry, bits_index, lse2, rowdot, key0, tq, jn, qn, st, dpt);
+      key_tile_gradients<BM, BN>(p, bits_index, words, lse2, rowdot, key0, tq, jn, qn, st, dpt);
 
       // ---- dV += P^T dO, dK += dS^T Q (k = the 64 queries) ----
       std::uint32_t pa[KS][4], dsa[KS][4];
