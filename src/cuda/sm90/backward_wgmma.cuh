@@ -17,9 +17,10 @@
 //                                columns over its own 64 keys; added to p.dq_accum with atomics.
 // The next tile's copies (Q, dO and its row constants, all cp.async) are issued while S^T and dP^T
 // run; the dV/dK products run while dS^T is stored and the dQ product is issued. Two block barriers
-// per tile (operands landed; dS^T complete). No intra-warpgroup pipelining across tiles,
-// producer warps or TMA yet. The deterministic mode, and Inf/NaN inputs, run elsewhere (the sm80
-// dQ pass; the generic kernels).
+// per tile (operands landed; dS^T complete); between them warpgroup 1 issues its S^T / dP^T after
+// warpgroup 0 (a named barrier), so that one warpgroup's elementwise work runs under the other's
+// products. No intra-warpgroup pipelining across tiles, producer warps or TMA yet. The
+// deterministic mode, and Inf/NaN inputs, run elsewhere (the sm80 dQ pass; the generic kernels).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -84,9 +85,10 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
   using Tr = BackwardWgmmaTraits<D>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
-  constexpr int NB = BM / 8;   // n8 blocks of S^T (queries)
-  constexpr int DB = D / 8;    // n8 blocks of dK / dV
-  constexpr int KS = BM / 16;  // k-steps of dV / dK (queries)
+  constexpr int NB = BM / 8;             // n8 blocks of S^T (queries)
+  constexpr int DB = D / 8;              // n8 blocks of dK / dV
+  constexpr int KS = BM / 16;            // k-steps of dV / dK (queries)
+  constexpr int kIssueOrderBarrier = 1;  // named barrier: warpgroup 0's S^T / dP^T issue, then 1's
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* ks = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
   unsigned char* vs = ks + Tr::kKVBytes;
@@ -171,8 +173,12 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
 
       // ---- S^T = K Q^T, dP^T = V dO^T: D / 16 k-steps of 16 columns, 4 per 64-column panel;
       // the first with scale-d = 0. Issued before the next tile's prefetch and this tile's
-      // schedule reads, which then run under the products. ----
+      // schedule reads, which then run under the products. Warpgroup 1 issues after warpgroup
+      // 0 (as in the Hopper forward): warpgroup 0's products land first, and its P^T / dS^T
+      // then run under warpgroup 1's products, warpgroup 1's under warpgroup 0's dV / dK,
+      // rather than both in step while the tensor cores idle. ----
       float st[NB][4], dpt[NB][4];
+      if (warpgroup == 1) named_barrier_sync(kIssueOrderBarrier, Tr::kThreads);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
@@ -187,6 +193,7 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
         wgmma_ss<T, BM>(dpt, v_desc + a_off, do_desc + qstep + b_off, kk > 0);
       }
       wgmma_commit();
+      named_barrier_arrive_if(warpgroup == 0, kIssueOrderBarrier, Tr::kThreads);
       const ColumnTile next = next_column_tile(p, w.b, w.kt, cur, h_end);
       if (next.h < h_end) issue_q(next, buf ^ 1);
       const SlotRef sr = schedule_of(p, w.b, cur.h);
