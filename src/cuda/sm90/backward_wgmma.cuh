@@ -15,12 +15,14 @@
 //                                with both operands MN-major: at D = 128 warpgroup g takes
 //                                columns 64 g .. 64 g + 63 over all 128 keys, at D = 64 all
 //                                columns over its own 64 keys; added to p.dq_accum with atomics.
-// The next tile's copies (Q, dO and its row constants, all cp.async) are issued while S^T and dP^T
-// run; the dV/dK products run while dS^T is stored and the dQ product is issued. Two block barriers
-// per tile (operands landed; dS^T complete); between them warpgroup 1 issues its S^T / dP^T after
+// Per tile: the dV / dK products run while dS^T is stored (two buffers), the next tile's copies
+// (Q, dO and its row constants, all cp.async) are issued and the dQ product is issued; the dQ
+// product runs on into the next tile, under whose S^T / dP^T it retires before its atomics (no
+// wait at the end of a tile, where the tensor cores would idle). Two block barriers per tile
+// (operands landed; dS^T complete); between them warpgroup 1 issues its S^T / dP^T after
 // warpgroup 0 (a named barrier), so that one warpgroup's elementwise work runs under the other's
-// products. No intra-warpgroup pipelining across tiles, producer warps or TMA yet. The
-// deterministic mode, and Inf/NaN inputs, run elsewhere (the sm80 dQ pass; the generic kernels).
+// products. No producer warps or TMA yet. The deterministic mode, and Inf/NaN inputs, run
+// elsewhere (the sm80 dQ pass; the generic kernels).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -42,11 +44,12 @@ struct BackwardWgmmaTraits {
   static constexpr int kBlockN = kMmaWideTileK;                      // 128 keys, 64 per warpgroup
   static constexpr std::uint32_t kKVBytes = 2U * kBlockN * D;        // K or V
   static constexpr std::uint32_t kQBytes = 2U * kBlockM * D;         // one Q or dO buffer
-  static constexpr std::uint32_t kDsBytes = 2U * kBlockN * kBlockM;  // dS^T [key][query]
+  static constexpr std::uint32_t kDsBytes = 2U * kBlockN * kBlockM;  // one dS^T [key][query]
   static constexpr std::uint32_t kRowBytes = sizeof(float) * 2 * kBlockM;  // lse2 | rowdot
+  // Two dS^T buffers: tile i's dQ product still reads one while tile i + 1 stores the other.
   // + 1024: the panels start 1024-byte aligned (the swizzle atom) wherever the window begins.
   static constexpr std::size_t kSmemBytes =
-      2 * kKVBytes + 4 * kQBytes + kDsBytes + 2 * kRowBytes + 1024;
+      2 * kKVBytes + 4 * kQBytes + 2 * kDsBytes + 2 * kRowBytes + 1024;
   // dQ = dS K per warpgroup: 64 columns (one panel) over kDqKeys keys.
   static constexpr int kDqKeys = D == 128 ? kBlockN : 64;
   static_assert(D == 64 || D == 128, "SW128 panels of 64 columns; wgmma N = D <= 256");
@@ -94,8 +97,8 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
   unsigned char* vs = ks + Tr::kKVBytes;
   unsigned char* qs = vs + Tr::kKVBytes;       // [2] Q buffers
   unsigned char* dos = qs + 2 * Tr::kQBytes;   // [2] dO buffers
-  unsigned char* dss = dos + 2 * Tr::kQBytes;  // dS^T: BN rows (keys) of 64 queries, one panel
-  auto* rows = reinterpret_cast<float*>(dss + Tr::kDsBytes);  // [2][lse2 BM | rowdot BM]
+  unsigned char* dss = dos + 2 * Tr::kQBytes;  // [2] dS^T: BN rows (keys) of 64 queries, one panel
+  auto* rows = reinterpret_cast<float*>(dss + 2 * Tr::kDsBytes);  // [2][lse2 BM | rowdot BM]
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int group = lane >> 2;
@@ -119,8 +122,9 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
   const int dq_col0 = D == 128 ? warpgroup * 64 : 0;
   const WgmmaDesc ds_desc = wgmma_desc(smem_addr(dss + dq_key_bytes), BN * 128, 1024);
   const WgmmaDesc kq_desc = wgmma_desc(smem_addr(ks + dq_key_bytes + dq_panel), BN * 128, 1024);
-  constexpr std::uint32_t kQStep = Tr::kQBytes >> 4;   // the second Q / dO buffer
-  constexpr std::uint32_t kKStep = (16U * 128U) >> 4;  // 16 rows of an N-major / MN-major operand
+  constexpr std::uint32_t kQStep = Tr::kQBytes >> 4;    // the second Q / dO buffer
+  constexpr std::uint32_t kDsStep = Tr::kDsBytes >> 4;  // the second dS^T buffer
+  constexpr std::uint32_t kKStep = (16U * 128U) >> 4;   // 16 rows of an N-major / MN-major operand
 
   const int items = exact_path_taken(p) ? 0 : p.num_col_work;  // as in dkdv_mma_kernel
   for_each_work_item(p.work_counter + 1, items, [&](int item) {
@@ -143,6 +147,32 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       for (int e = 0; e < 4; ++e) dk[db][e] = dv[db][e] = 0.0F;
     }
     const int h_end = (w.kvh + 1) * p.group;
+    // The dQ product of tile i is added to the accumulator in tile i + 1, once it has retired
+    // under tile i + 1's S^T / dP^T (no wait for it at the end of tile i, where the tensor cores
+    // would idle until the next tile's products). Its rows: dq_dst (row qrow of the tile, this
+    // thread's columns) and the next 8 rows, dq_rows valid from qrow (none before the first).
+    const int qrow = (warp % 4) * 16 + group;
+    float dq[8][4];
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) dq[nb][0] = dq[nb][1] = dq[nb][2] = dq[nb][3] = 0.0F;
+    float* dq_dst = p.dq_accum;
+    int dq_rows = 0;
+    auto add_owed_dq = [&] {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        if (r * 8 >= dq_rows) continue;
+#pragma unroll
+        for (int nb = 0; nb < 8; ++nb) {
+          float* dst = dq_dst + r * 8 * D + nb * 8;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+          atomicAdd(reinterpret_cast<float2*>(dst), make_float2(dq[nb][2 * r], dq[nb][2 * r + 1]));
+#else
+          atomicAdd(dst, dq[nb][2 * r]);
+          atomicAdd(dst + 1, dq[nb][2 * r + 1]);
+#endif
+        }
+      }
+    };
     auto issue_q = [&](const ColumnTile& t, int buf) {
       const std::int64_t ebase = schedule_of(p, w.b, t.h).base;
       const int q0 = p.sched.q_tile[ebase + t.c] * BM;
@@ -166,8 +196,8 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       const int buf = i & 1;
       cp_async_wait<0>();   // this tile (and, at i = 0, K/V): this thread's copies have landed
       fence_proxy_async();  // ... and are visible to wgmma after the barrier
-      // Every thread is past tile i - 1, whose wgmma have all retired: its buffers and dS^T
-      // may be refilled.
+      // Every thread is past tile i - 1, whose dV / dK products have retired: its Q / dO buffers
+      // may be refilled. (Its dQ product may still run: it reads K and the other dS^T buffer.)
       __syncthreads();
       const std::uint32_t qstep = buf * kQStep;
 
@@ -194,8 +224,6 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       }
       wgmma_commit();
       named_barrier_arrive_if(warpgroup == 0, kIssueOrderBarrier, Tr::kThreads);
-      const ColumnTile next = next_column_tile(p, w.b, w.kt, cur, h_end);
-      if (next.h < h_end) issue_q(next, buf ^ 1);
       const SlotRef sr = schedule_of(p, w.b, cur.h);
       const int q0 = p.sched.q_tile[sr.base + cur.c] * BM;
       const int qn = min(BM, be.sq - q0);
@@ -205,9 +233,11 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       const std::int64_t rbase = be.row * p.hq + static_cast<std::int64_t>(cur.h) * be.sq;
       const float* lse2 = rows + buf * 2 * BM;
       const float* rowdot = lse2 + BM;
-      wgmma_wait<0>();
+      wgmma_wait<0>();  // S^T, dP^T and the previous tile's dQ
       wgmma_fence_operand(st);
       wgmma_fence_operand(dpt);
+      wgmma_fence_operand(dq);
+      add_owed_dq();
 
       // ---- P^T and dS^T in place (the sm80 code) ----
       key_tile_gradients<BM, BN>(p, bits_index, words, lse2, rowdot, key0, tq, jn, qn, st, dpt);
@@ -235,50 +265,44 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       wgmma_commit();
       wgmma_fence_operand(pa);
       wgmma_fence_operand(dsa);
+      // The next tile's copies, issued while dV / dK run (not under S^T / dP^T, where the
+      // previous tile's dQ is still live and their addresses would spill).
+      const ColumnTile next = next_column_tile(p, w.b, w.kt, cur, h_end);
+      if (next.h < h_end) issue_q(next, buf ^ 1);
 
       // ---- dS^T to shared memory (rows key0, key0 + 8; query pairs), read while the dV / dK
       // products run (their A registers must only not be written) ----
+      unsigned char* dsb = dss + buf * Tr::kDsBytes;
 #pragma unroll
       for (int kk = 0; kk < KS; ++kk) {
         const int qc = kk * 16 + tq * 2;
-        *reinterpret_cast<std::uint32_t*>(dss + sw128_offset(BN, key0, qc)) = dsa[kk][0];
-        *reinterpret_cast<std::uint32_t*>(dss + sw128_offset(BN, key0 + 8, qc)) = dsa[kk][1];
-        *reinterpret_cast<std::uint32_t*>(dss + sw128_offset(BN, key0, qc + 8)) = dsa[kk][2];
-        *reinterpret_cast<std::uint32_t*>(dss + sw128_offset(BN, key0 + 8, qc + 8)) = dsa[kk][3];
+        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0, qc)) = dsa[kk][0];
+        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0 + 8, qc)) = dsa[kk][1];
+        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0, qc + 8)) = dsa[kk][2];
+        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0 + 8, qc + 8)) = dsa[kk][3];
       }
       fence_proxy_async();
       __syncthreads();  // the whole dS^T tile is in shared memory
 
-      // ---- dQ (+)= dS K over this warpgroup's columns and keys, into the accumulator ----
-      float dq[8][4];
-      wgmma_fence();  // dq's registers held S^T, read by ordinary instructions
+      // ---- dQ = dS K over this warpgroup's columns and keys; added in the next tile ----
+      wgmma_fence_operand(dq);
+      wgmma_fence();  // dq was read by the atomics
 #pragma unroll
       for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
-        wgmma_ss_tt<T, 64>(dq, ds_desc + kk * kKStep, kq_desc + kk * kKStep, kk > 0);
+        wgmma_ss_tt<T, 64>(dq, ds_desc + buf * kDsStep + kk * kKStep, kq_desc + kk * kKStep,
+                           kk > 0);
       }
       wgmma_commit();
-      wgmma_wait<0>();
-      wgmma_fence_operand(dq);
+      wgmma_wait<1>();  // dV / dK have retired (Q / dO may be refilled); dQ may run on
       wgmma_fence_operand(dk);
       wgmma_fence_operand(dv);
-      const int qrow = (warp % 4) * 16 + group;
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        if (qrow + r * 8 >= qn) continue;
-        float* dst = p.dq_accum + (rbase + q0 + qrow + r * 8) * D + dq_col0 + tq * 2;
-#pragma unroll
-        for (int nb = 0; nb < 8; ++nb) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-          atomicAdd(reinterpret_cast<float2*>(dst + nb * 8),
-                    make_float2(dq[nb][2 * r], dq[nb][2 * r + 1]));
-#else
-          atomicAdd(dst + nb * 8, dq[nb][2 * r]);
-          atomicAdd(dst + nb * 8 + 1, dq[nb][2 * r + 1]);
-#endif
-        }
-      }
+      dq_dst = p.dq_accum + (rbase + q0 + qrow) * D + dq_col0 + tq * 2;
+      dq_rows = qn - qrow;
       cur = next;
     }
+    wgmma_wait<0>();  // the last tile's dQ
+    wgmma_fence_operand(dq);
+    add_owed_dq();
     cp_async_wait<0>();  // K/V alone were in flight when no query tile visits this key tile
 
     store_key_rows<T>(p, be, w.kvh, k0 + key0, jn - key0, tq, dk, dv);
