@@ -324,18 +324,45 @@ void wgmma_fence_before_wait_kernel(const AttnParams p) {
   read_panel_by_wgmma(panel);
 }
 
+// Fills the panel by cp.async, fenced after the wait. p.softmax: the wgmma is issued before
+// the barrier that publishes the panel (and waited for after it: too late, the async proxy may
+// read at the issue); else issued after a named barrier (bar.sync 1, 128), which publishes.
+void wgmma_issue_before_barrier_kernel(const AttnParams p) {
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  unsigned char* panel = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
+  const auto* src = static_cast<const unsigned char*>(p.q);
+  for (unsigned b = 16U * threadIdx.x; b < 64U * 128U; b += 16U * 128U) {
+    cp_async_16(smem_addr(panel + b), src + b, true);
+  }
+  cp_async_commit();
+  cp_async_wait<0>();
+  fence_proxy_async();
+  const WgmmaDesc d = wgmma_desc(smem_addr(panel), 16, 1024);
+  float s[8][4] = {};
+  if (!p.softmax) named_barrier_sync(1, 128);
+  wgmma_fence();
+  wgmma_ss<__nv_bfloat16, 64>(s, d, d, false);
+  wgmma_commit();
+  if (p.softmax) __syncthreads();
+  wgmma_wait<0>();
+}
+
 void test_async_proxy() {
   const int panel_smem = 64 * 128 + 1024;
   std::vector<unsigned char> zeros(64 * 128, 0);
   AttnParams p{};
   p.q = zeros.data();
-  for (auto* kernel : {wgmma_unfenced_kernel, wgmma_fence_before_wait_kernel}) {
+  for (auto* kernel :
+       {wgmma_unfenced_kernel, wgmma_fence_before_wait_kernel, wgmma_issue_before_barrier_kernel}) {
     cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, panel_smem);
   }
   p.softmax = false;  // fence after the wait: correct
   launch_kernel(wgmma_fence_before_wait_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
   expect(cudaGetLastError() == cudaSuccess, "cp.async, wait, fence.proxy.async, barrier, wgmma");
-  std::fprintf(stderr, "(the two emulator diagnostics below are expected)\n");
+  launch_kernel(wgmma_issue_before_barrier_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
+  expect(cudaGetLastError() == cudaSuccess,
+         "cp.async, wait, fence.proxy.async, named barrier, wgmma");
+  std::fprintf(stderr, "(the three emulator diagnostics below are expected)\n");
   launch_kernel(wgmma_unfenced_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
   expect(cudaGetLastError() == cudaErrorLaunchFailure,
          "wgmma reading stores that no fence.proxy.async published fails");
@@ -343,6 +370,9 @@ void test_async_proxy() {
   launch_kernel(wgmma_fence_before_wait_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
   expect(cudaGetLastError() == cudaErrorLaunchFailure,
          "wgmma reading cp.async data that landed after the thread's fence fails");
+  launch_kernel(wgmma_issue_before_barrier_kernel, dim3(1), dim3(128), panel_smem, nullptr, p);
+  expect(cudaGetLastError() == cudaErrorLaunchFailure,
+         "wgmma issued before the barrier that publishes its operands fails");
 }
 
 void test_faults() {

@@ -455,6 +455,8 @@ void named_barrier(int id, int threads, bool wait) {
   b.threads = threads;
   if (++b.arrived == threads) {
     ++g_stats.barriers;
+    // As at a block barrier (lenient: any thread's fence in the phase publishes).
+    if (l.proxy_fenced) publish_to_async_proxy(l);
     b.arrived = 0;
     b.threads = 0;
     ++b.generation;

@@ -100,28 +100,29 @@ void wgmma_ss(float (&d)[N / 8][4], WgmmaDesc a, WgmmaDesc b, bool accumulate) {
     if (descs[l] != (a ^ (b * 3))) ::longattn::emu::fault(kWhat, "descriptors differ across lanes");
   }
   float(*acc)[4] = d;
-  ::longattn::emu::wgmma_queue(
-      [acc, a, b, accumulate] {
-        const auto oa = decode_sw128(a, kWhat);
-        const auto ob = decode_sw128(b, kWhat);
-        const auto me = warpgroup_lane();
-        for (int nb = 0; nb < N / 8; ++nb) {
-          for (int e = 0; e < 4; ++e) {
-            const int row = me.row0 + (e >> 1) * 8;
-            const int col = nb * 8 + me.col0 + (e & 1);
-            float sum = accumulate ? acc[nb][e] : 0.0F;
-            for (int k = 0; k < 16; ++k) {
-              const float x =
-                  kTransA ? mn_major<T>(oa, k, row, kWhat) : k_major<T>(oa, row, k, kWhat);
-              const float y =
-                  kTransB ? mn_major<T>(ob, k, col, kWhat) : k_major<T>(ob, col, k, kWhat);
-              sum = std::fma(x, y, sum);
-            }
-            acc[nb][e] = sum;
-          }
+  // store = false reads (and checks) the operands only.
+  auto product = [acc, a, b, accumulate](bool store) {
+    const auto oa = decode_sw128(a, kWhat);
+    const auto ob = decode_sw128(b, kWhat);
+    const auto me = warpgroup_lane();
+    for (int nb = 0; nb < N / 8; ++nb) {
+      for (int e = 0; e < 4; ++e) {
+        const int row = me.row0 + (e >> 1) * 8;
+        const int col = nb * 8 + me.col0 + (e & 1);
+        float sum = accumulate && store ? acc[nb][e] : 0.0F;
+        for (int k = 0; k < 16; ++k) {
+          const float x = kTransA ? mn_major<T>(oa, k, row, kWhat) : k_major<T>(oa, row, k, kWhat);
+          const float y = kTransB ? mn_major<T>(ob, k, col, kWhat) : k_major<T>(ob, col, k, kWhat);
+          sum = std::fma(x, y, sum);
         }
-      },
-      {d, sizeof(d)});
+        if (store) acc[nb][e] = sum;
+      }
+    }
+  };
+  // The async proxy may read the operands at any time from the issue to the retiring wait: they
+  // must be visible to it at both ends (here, and when the product runs at the wait).
+  product(false);
+  ::longattn::emu::wgmma_queue([product] { product(true); }, {d, sizeof(d)});
 }
 }  // namespace emu_detail
 
@@ -164,22 +165,22 @@ void wgmma_rs_tb(float (&d)[N / 8][4], const std::uint32_t (&a)[4], WgmmaDesc b,
     }
   }
   float(*acc)[4] = d;
-  ::longattn::emu::wgmma_queue(
-      [acc, rows, b, accumulate] {
-        const auto ob = emu_detail::decode_sw128(b, kWhat);
-        const auto me = emu_detail::warpgroup_lane();
-        for (int nb = 0; nb < N / 8; ++nb) {
-          for (int e = 0; e < 4; ++e) {
-            const int col = nb * 8 + me.col0 + (e & 1);
-            float sum = accumulate ? acc[nb][e] : 0.0F;
-            for (int k = 0; k < 16; ++k) {
-              sum = std::fma(rows.v[e >> 1][k], emu_detail::mn_major<T>(ob, k, col, kWhat), sum);
-            }
-            acc[nb][e] = sum;
-          }
+  auto product = [acc, rows, b, accumulate](bool store) {  // as in wgmma_ss
+    const auto ob = emu_detail::decode_sw128(b, kWhat);
+    const auto me = emu_detail::warpgroup_lane();
+    for (int nb = 0; nb < N / 8; ++nb) {
+      for (int e = 0; e < 4; ++e) {
+        const int col = nb * 8 + me.col0 + (e & 1);
+        float sum = accumulate && store ? acc[nb][e] : 0.0F;
+        for (int k = 0; k < 16; ++k) {
+          sum = std::fma(rows.v[e >> 1][k], emu_detail::mn_major<T>(ob, k, col, kWhat), sum);
         }
-      },
-      {d, sizeof(d)}, {a, sizeof(a)});
+        if (store) acc[nb][e] = sum;
+      }
+    }
+  };
+  product(false);
+  ::longattn::emu::wgmma_queue([product] { product(true); }, {d, sizeof(d)}, {a, sizeof(a)});
 }
 
 }  // namespace longattn::detail::cuda
