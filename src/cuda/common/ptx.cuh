@@ -65,6 +65,13 @@ __device__ __forceinline__ void named_barrier_arrive_if(bool arrive, int id, int
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
+/// bar.sync when `sync`, as one predicated instruction (see named_barrier_arrive_if).
+__device__ __forceinline__ void named_barrier_sync_if(bool sync, int id, int threads) {
+  asm volatile("{\n .reg .pred p;\n setp.ne.u32 p, %0, 0;\n @p bar.sync %1, %2;\n}\n" ::"r"(
+                   static_cast<unsigned>(sync)),
+               "r"(id), "r"(threads)
+               : "memory");
+}
 
 /// Four 8x8 b16 matrices; lane i gives the row address of matrix i / 8, row i % 8.
 __device__ __forceinline__ void ldmatrix_x4(std::uint32_t (&r)[4], SmemAddr addr) {

@@ -56,6 +56,9 @@ inline void named_barrier_arrive_if(bool arrive, int id, int threads) {
 inline void named_barrier_sync(int id, int threads) {
   ::longattn::emu::named_barrier(id, threads, true);
 }
+inline void named_barrier_sync_if(bool sync, int id, int threads) {
+  if (sync) ::longattn::emu::named_barrier(id, threads, true);
+}
 
 namespace emu_detail {
 inline std::uint16_t load_b16(std::uintptr_t row, int element) {

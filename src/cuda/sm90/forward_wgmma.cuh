@@ -11,9 +11,10 @@
 // published to the async proxy with fence.proxy.async before the barrier.
 // Intra-warpgroup pipelining (FA3's): tile i's P.V is issued after tile i + 1's S = Q K^T and
 // runs while the warpgroup masks and exponentiates S(i + 1); O is rescaled once it retires.
-// One block barrier per tile (tile i + 1 lands in the stage tile i - 2 left, its copies issued
-// while tile i's S and the owed P.V run); within the tile a named barrier makes warpgroup 1
-// issue its wgmma after warpgroup 0. No producer warps, TMA or mbarriers yet. Masks, softcap,
+// Warpgroup 0 loads the K/V tiles (tile i + 1 lands in the stage tile i - 2 left, its copies
+// issued while tile i's S and the owed P.V run) and leads; warpgroup 1 issues its wgmma of a tile
+// after warpgroup 0's and follows up to one tile behind. Named barriers only, no block barrier
+// per tile (see the kernel). No producer warps, TMA or mbarriers yet. Masks, softcap,
 // sigmoid, sinks, GQA packing, split-KV parts and the exact attempt for Inf/NaN in V are the
 // sm80 code.
 #pragma once
@@ -56,10 +57,22 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
   using Tr = ForwardWgmmaTraits<D>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
-  constexpr int NB = BN / 8;             // n8 blocks of S
-  constexpr int DB = D / 8;              // n8 blocks of O
-  constexpr int KS = BN / 16;            // k-steps of P.V
-  constexpr int kIssueOrderBarrier = 1;  // named barrier: warpgroup 0's wgmma issue, then 1's
+  constexpr int NB = BN / 8;   // n8 blocks of S
+  constexpr int DB = D / 8;    // n8 blocks of O
+  constexpr int KS = BN / 16;  // k-steps of P.V
+  // Named barriers. Warpgroup 0 loads the K/V tiles and leads; warpgroup 1 follows up to one
+  // tile behind, with no block barrier per tile:
+  //   kIssueOrderBarrier: warpgroup 0 arrives once tile i's K/V have landed and its wgmma of
+  //     tile i are issued; warpgroup 1 waits for that before issuing its own;
+  //   kStageFreeBarrier: warpgroup 1 arrives when it is done with tile i (its S(i) and P.V(i-1)
+  //     retired); warpgroup 0 waits for that in tile i + 1 before it refills that stage, and
+  //     before its next kIssueOrderBarrier arrival (so no phase of either barrier gets ahead
+  //     of its waiter by more than one);
+  //   kLoaderBarrier: warpgroup 0's 128 threads, once each one's copies of a tile have landed.
+  constexpr int kIssueOrderBarrier = 1;
+  constexpr int kStageFreeBarrier = 2;
+  constexpr int kLoaderBarrier = 3;
+  constexpr int kLoaderThreads = 128;
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
   unsigned char* ks = qs + Tr::kQBytes;                 // [kStages][BN rows in SW128 panels]
@@ -69,6 +82,7 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
   const int group = lane >> 2;
   const int tq = lane & 3;
   const int warpgroup = warp / 4;
+  const bool loader = warpgroup == 0;
   const bool softmax = p.softmax;
   const float post = softmax ? kLog2eF : 1.0F;
   const bool plain_softmax = softmax && p.softcap <= 0.0F && p.scale > 0.0F;
@@ -95,19 +109,24 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     const int jn = min(BN, be.skv - k0);
     unsigned char* kd = ks + buf * Tr::kKVBytes;
     unsigned char* vd = vs + buf * Tr::kKVBytes;
-    load_rows_async<T, D, Tr::kThreads>(
+    load_rows_async<T, D, kLoaderThreads>(
         [kd](int r, int ch) { return smem_addr(kd + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
         p.k, be.k + tile.kvh * p.k_hs, p.k_ts, k0, jn);
-    load_rows_async<T, D, Tr::kThreads>(
+    load_rows_async<T, D, kLoaderThreads>(
         [vd](int r, int ch) { return smem_addr(vd + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
         p.v, be.v + tile.kvh * p.v_hs, p.v_ts, k0, jn);
     cp_async_commit();
   };
   load_query_rows_async<T, D, Tr::kThreads>(q_dst, BM, p, be, w.h, w.qt, qn);
   cp_async_commit();
-  if (entries > 0) issue_kv(tile.first_key_tile(), 0);
+  if (loader && entries > 0) issue_kv(tile.first_key_tile(), 0);
   int row_bit[1][2];
   tile.template row_bits<1>(p, warp_row0, group, row_bit);
+  // Q (every thread's rows) and tile 0 have landed and are visible to wgmma: the only block
+  // barrier of the item. (The previous item's wgmma all retired before its last barrier.)
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
 
   float o[1][DB][4];
   float m[1][2] = {{neg_inf(), neg_inf()}};
@@ -146,11 +165,13 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
 
   for (int i = 0; i < entries; ++i) {
     const int buf = i % Tr::kStages;
-    cp_async_wait<0>();   // tile i (and, at i = 0, Q): this thread's copies have landed
-    fence_proxy_async();  // ... and are visible to wgmma after the barrier
-    // Every thread is past iteration i - 1, where tile i - 2's P.V retired: its buffer,
-    // (i + 1) % 3, takes tile i + 1 now.
-    __syncthreads();
+    // Tile i: warpgroup 0's copies have landed, are visible to wgmma, and (the loader barrier)
+    // all of its 128 threads' are. Warpgroup 1 learns it through kIssueOrderBarrier.
+    cp_async_wait<0>();
+    fence_proxy_async();
+    named_barrier_sync_if(loader, kLoaderBarrier, kLoaderThreads);
+    // The exact attempt scans V(i) with every thread: a block barrier first (rare path).
+    if constexpr (kExact) __syncthreads();
     const int kt_prefetch = tile.next_key_tile();
     const auto [kt, bits_index] = tile.step(i);
     const int jn = min(BN, be.skv - kt * BN);
@@ -186,9 +207,12 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     }
     wgmma_commit();
     issue_pv();
-    named_barrier_arrive_if(warpgroup == 0, kIssueOrderBarrier, Tr::kThreads);
-    // Tile i + 1's copies are issued while S and the owed P.V run (no stage they read).
-    if (i + 1 < entries) issue_kv(kt_prefetch, (i + 1) % Tr::kStages);
+    // Warpgroup 0: once warpgroup 1 is done with tile i - 1 (then also past its issue of tile
+    // i - 1), let it issue tile i, and load tile i + 1 into the stage of tile i - 2 (whose P.V
+    // retired in tile i - 1 in both warpgroups) while S and the owed P.V run.
+    named_barrier_sync_if(loader && i > 0, kStageFreeBarrier, Tr::kThreads);
+    named_barrier_arrive_if(loader, kIssueOrderBarrier, Tr::kThreads);
+    if (loader && i + 1 < entries) issue_kv(kt_prefetch, (i + 1) % Tr::kStages);
     wgmma_wait<1>();  // S has landed; the P.V may still run
     wgmma_fence_operand(s[0]);
 
@@ -214,6 +238,9 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
       });
       owe_nothing();
     }
+    // Warpgroup 1 is done with tile i (warpgroup 0 waits for it in tile i + 1; not after the
+    // last tile, where no one would).
+    named_barrier_arrive_if(!loader && i + 1 < entries, kStageFreeBarrier, Tr::kThreads);
   }
   // The last tile's P.V (zeros when the item has no key tiles).
   wgmma_fence_operand(o[0]);
