@@ -208,7 +208,7 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       // then run under warpgroup 1's products, warpgroup 1's under warpgroup 0's dV / dK,
       // rather than both in step while the tensor cores idle. ----
       float st[NB][4], dpt[NB][4];
-      if (warpgroup == 1) named_barrier_sync(kIssueOrderBarrier, Tr::kThreads);
+      named_barrier_sync_if(warpgroup == 1, kIssueOrderBarrier, Tr::kThreads);
       wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
@@ -258,6 +258,21 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       for (int kk = 0; kk < KS; ++kk) {
         wgmma_rs_tb<T, D>(dv, pa[kk], do_ndesc + qstep + kk * kKStep, true);
       }
+
+      // ---- dS^T to shared memory (rows key0, key0 + 8; query pairs) while dV runs: before
+      // the dK issue, as PTX allows no access at all (reads included) to the A registers of
+      // a wgmma in flight ----
+      unsigned char* dsb = dss + buf * Tr::kDsBytes;
+#pragma unroll
+      for (int kk = 0; kk < KS; ++kk) {
+        const int qc = kk * 16 + tq * 2;
+        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0, qc)) = dsa[kk][0];
+        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0 + 8, qc)) = dsa[kk][1];
+        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0, qc + 8)) = dsa[kk][2];
+        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0 + 8, qc + 8)) = dsa[kk][3];
+      }
+      wgmma_fence_operand(dsa);
+      wgmma_fence();  // dsa was read by the stores
 #pragma unroll
       for (int kk = 0; kk < KS; ++kk) {
         wgmma_rs_tb<T, D>(dk, dsa[kk], q_ndesc + qstep + kk * kKStep, true);
@@ -270,17 +285,6 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       const ColumnTile next = next_column_tile(p, w.b, w.kt, cur, h_end);
       if (next.h < h_end) issue_q(next, buf ^ 1);
 
-      // ---- dS^T to shared memory (rows key0, key0 + 8; query pairs), read while the dV / dK
-      // products run (their A registers must only not be written) ----
-      unsigned char* dsb = dss + buf * Tr::kDsBytes;
-#pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
-        const int qc = kk * 16 + tq * 2;
-        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0, qc)) = dsa[kk][0];
-        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0 + 8, qc)) = dsa[kk][1];
-        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0, qc + 8)) = dsa[kk][2];
-        *reinterpret_cast<std::uint32_t*>(dsb + sw128_offset(BN, key0 + 8, qc + 8)) = dsa[kk][3];
-      }
       fence_proxy_async();
       __syncthreads();  // the whole dS^T tile is in shared memory
 
@@ -293,6 +297,7 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
                            kk > 0);
       }
       wgmma_commit();
+      wgmma_fence_operand(dq);
       wgmma_wait<1>();  // dV / dK have retired (Q / dO may be refilled); dQ may run on
       wgmma_fence_operand(dk);
       wgmma_fence_operand(dv);
