@@ -21,9 +21,10 @@
 #     on full and sliding_window_causal, the fast backward; bench/ncu_hotspots.py reads them)
 # LONGATTN_CUDA_FORWARD_TILE=128h and LONGATTN_CUDA_BACKWARD_TILE=128h (the sm_90a wgmma
 # forward and backward, not yet taken by default) run together in the check (full list) and
-# sanitize (memcheck, racecheck, synccheck) stages, each in the bench A/Bs and profile stage,
-# after a 90-second probe on the quick list has passed (hopper_probe). Each stage's duration is
-# in the summary ("time"), to size the next call.
+# sanitize (memcheck, racecheck, synccheck) stages, each in the core, bench A/B and profile
+# stages; each of the two only once its own 90-second probe on the quick list has passed
+# (hopper_probe: summary rows probe128h_fwd, probe128h_bwd). Each stage's duration is in the
+# summary ("time"), to size the next call.
 # The build stage uses .gpudeps/bin/longattn.xz when it runs there (it saves minutes of device
 # time) and builds with CMake otherwise.
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
@@ -93,26 +94,43 @@ stage_build() {
 export LD_LIBRARY_PATH="/tmp/longattn_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 
 # The Hopper (wgmma, 128h) kernels had never run on a GPU when this was written. The first stage
-# that needs them runs them once on the quick list under a short cap; if that fails or hangs,
-# every later stage leaves 128h out, so a fault there costs ~90 s and not the whole call.
-hopper=unknown
+# that needs them runs each once on the quick list under a short cap (the forward with the
+# default backward, the backward with the default forward); one that fails or hangs is left out
+# of every later stage, so a fault there costs ~90 s and not the whole call, nor the other one.
+hopper_fwd=unknown
+hopper_bwd=unknown
+hopper=unknown  # ok when either passed
 hopper_probe() {
   [ "$hopper" != unknown ] && return
-  LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap "${PROBE_CAP:-90}") "$CLI" check \
-    --device cuda --quick >"$LOGS/check_quick128h.log" 2>&1
-  local rc=$?
-  if [ $rc -eq 0 ]; then
-    hopper=ok
-    record probe128h ok "$(tail -n 1 "$LOGS/check_quick128h.log")"
-  else
-    hopper=bad
-    grep -E "FAIL" "$LOGS/check_quick128h.log" | head -n 20
-    record probe128h FAIL "quick list, rc $rc (124: timed out); 128h left out of later stages"
-  fi
+  local kind var rc
+  for kind in fwd bwd; do
+    var=LONGATTN_CUDA_FORWARD_TILE
+    [ $kind = bwd ] && var=LONGATTN_CUDA_BACKWARD_TILE
+    env "$var=128h" timeout $(cap "${PROBE_CAP:-90}") "$CLI" check --device cuda --quick \
+      >"$LOGS/check_quick128h_$kind.log" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then
+      printf -v "hopper_$kind" ok
+      record "probe128h_$kind" ok "$(tail -n 1 "$LOGS/check_quick128h_$kind.log")"
+    else
+      printf -v "hopper_$kind" bad
+      grep -E "FAIL" "$LOGS/check_quick128h_$kind.log" | head -n 20
+      record "probe128h_$kind" FAIL "quick list, rc $rc (124: timed out); left out of later stages"
+    fi
+  done
+  hopper=bad
+  [ "$hopper_fwd" = ok ] || [ "$hopper_bwd" = ok ] && hopper=ok
 }
-# "128h" when the probe passed, else nothing: for the tile lists of the A/B loops (call
-# hopper_probe first, in the stage itself: a command substitution's variables do not come back).
-hopper_tile() { [ "$hopper" = ok ] && echo 128h; }
+# "128h" when the forward's (hopper_tile) or the backward's (hopper_bwd_tile) probe passed, else
+# nothing: for the tile lists of the A/B loops (call hopper_probe first, in the stage itself: a
+# command substitution's variables do not come back).
+hopper_tile() { [ "$hopper_fwd" = ok ] && echo 128h; }
+hopper_bwd_tile() { [ "$hopper_bwd" = ok ] && echo 128h; }
+# The environment that forces the Hopper kernels whose probe passed (for env).
+hopper_env() {
+  [ "$hopper_fwd" = ok ] && echo LONGATTN_CUDA_FORWARD_TILE=128h
+  [ "$hopper_bwd" = ok ] && echo LONGATTN_CUDA_BACKWARD_TILE=128h
+}
 
 stage_check() {
   stage "longattn check --device cuda (every case vs the float64 oracle)"
@@ -128,7 +146,8 @@ stage_check() {
   # wgmma kernel (sm_90a), taken only when forced until these runs show it correct and faster;
   # it runs the full list with the wgmma backward (a failing row's op names which kernel).
   if [ "$hopper" = ok ]; then
-    LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" \
+    # shellcheck disable=SC2046
+    env $(hopper_env) timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" \
       >"$LOGS/check_full128h.log" 2>&1
     rc=$?
     grep -E "FAIL" "$LOGS/check_full128h.log" | head -n 20
@@ -154,16 +173,23 @@ stage_core() {
     local name=$1 tile=$2
     shift 2
     local env=()
-    [ "$tile" = 128h ] && env=(LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h)
+    # shellcheck disable=SC2207
+    [ "$tile" = 128h ] && env=($(hopper_env))
     env "${env[@]}" timeout $(cap 60) "$CLI" bench --device cuda --dtype bf16 --reps 5 --no-check \
       --json "$LOGS/core_${name}_$tile.json" "$@" >"$LOGS/core_${name}_$tile.log" 2>&1
     record "${name}_$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd\|^bwd' \
       "$LOGS/core_${name}_$tile.log" | awk '{printf "%s %s %s TFLOP/s; ", $1, $2, $12}')"
   }
-  for tile in default $(hopper_tile); do
-    run_bench fwd128 "$tile" --B 1 --H 16 --S 16384 --D 128 --mask full,causal --fwd
-    run_bench fwd64 "$tile" --B 1 --H 32 --S 16384 --D 64 --mask full,causal --fwd
-    run_bench bwd128 "$tile" --B 2 --H 16 --S 8192 --D 128 --mask full,causal --bwd
+  # (128h: the forward rows where the forward's probe passed, the backward rows where the
+  # backward's did; the masks rows force whichever passed.)
+  for tile in default $([ "$hopper" = ok ] && echo 128h); do
+    if [ "$tile" = default ] || [ "$hopper_fwd" = ok ]; then
+      run_bench fwd128 "$tile" --B 1 --H 16 --S 16384 --D 128 --mask full,causal --fwd
+      run_bench fwd64 "$tile" --B 1 --H 32 --S 16384 --D 64 --mask full,causal --fwd
+    fi
+    if [ "$tile" = default ] || [ "$hopper_bwd" = ok ]; then
+      run_bench bwd128 "$tile" --B 2 --H 16 --S 8192 --D 128 --mask full,causal --bwd
+    fi
     run_bench masks "$tile" --B 1 --H 64 --Hkv 8 --S 16384 --D 128 \
       --mask full,sliding_window_causal,causal_document,sliding_window
   done
@@ -203,16 +229,19 @@ stage_sanitize() {
   hopper_probe
   if [ "$hopper" = ok ]; then
     # The wgmma forward and backward (forced): memcheck on the quick list, racecheck on the pattern cases.
-    LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool memcheck \
+    # shellcheck disable=SC2046
+    env $(hopper_env) timeout $(cap 300) compute-sanitizer --tool memcheck \
       --error-exitcode 9 "$CLI" check --device cuda --quick >"$LOGS/memcheck128h.log" 2>&1
     rc=$?
     record memcheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck128h.log" | tail -n 1)"
-    LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 300) compute-sanitizer --tool racecheck \
+    # shellcheck disable=SC2046
+    env $(hopper_env) timeout $(cap 300) compute-sanitizer --tool racecheck \
       --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck128h.log" 2>&1
     rc=$?
     record racecheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck128h.log" | tail -n 1)"
     # The Hopper forward orders its warpgroups with a named barrier: synccheck checks its use.
-    LONGATTN_CUDA_FORWARD_TILE=128h LONGATTN_CUDA_BACKWARD_TILE=128h timeout $(cap 200) compute-sanitizer --tool synccheck \
+    # shellcheck disable=SC2046
+    env $(hopper_env) timeout $(cap 200) compute-sanitizer --tool synccheck \
       --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/synccheck128h.log" 2>&1
     rc=$?
     record synccheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/synccheck128h.log" | tail -n 1)"
@@ -263,7 +292,7 @@ stage_bench() {
   done
   # A/B of the backward on the bar's shape: atomic dQ on 64 x 128 tiles with wgmma (fasth), the
   # same with mma.sync (the default), on 64 x 64 tiles, and the deterministic mode (64 x 64).
-  for mode in $([ "$hopper" = ok ] && echo fasth) fast fast64 deterministic; do
+  for mode in $([ "$hopper_bwd" = ok ] && echo fasth) fast fast64 deterministic; do
     flag=""
     [ "$mode" = deterministic ] && flag="--deterministic"
     tile=64
@@ -312,7 +341,7 @@ stage_profile() {
   done
   # The second call of each: fast mode launches dK/dV (with atomic dQ) alone, on 128- and on
   # 64-key tiles; deterministic mode dK/dV then dQ.
-  for tile in $(hopper_tile) 128 64; do
+  for tile in $(hopper_bwd_tile) 128 64; do
     LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"dkdv_mma|backward_wgmma" \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 2 --H 16 --S 8192 --D 128 --mask causal --bwd --reps 1 --no-check \
