@@ -308,16 +308,21 @@ void wgmma_unfenced_kernel(const AttnParams /*p*/) {
   read_panel_by_wgmma(panel);
 }
 
+// Issues and commits this thread's cp.async copies of the 64 x 128-byte panel from src.
+void copy_panel_async(unsigned char* panel, const void* src) {
+  const auto* from = static_cast<const unsigned char*>(src);
+  for (unsigned b = 16U * threadIdx.x; b < 64U * 128U; b += 16U * 128U) {
+    cp_async_16(smem_addr(panel + b), from + b, true);
+  }
+  cp_async_commit();
+}
+
 // Fills the panel by cp.async; p.softmax: the fence comes before the wait that lands the
 // copies, so it does not cover them (the right place is after the wait).
 void wgmma_fence_before_wait_kernel(const AttnParams p) {
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* panel = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
-  const auto* src = static_cast<const unsigned char*>(p.q);
-  for (unsigned b = 16U * threadIdx.x; b < 64U * 128U; b += 16U * 128U) {
-    cp_async_16(smem_addr(panel + b), src + b, true);
-  }
-  cp_async_commit();
+  copy_panel_async(panel, p.q);
   if (p.softmax) fence_proxy_async();
   cp_async_wait<0>();
   if (!p.softmax) fence_proxy_async();
@@ -330,11 +335,7 @@ void wgmma_fence_before_wait_kernel(const AttnParams p) {
 void wgmma_issue_before_barrier_kernel(const AttnParams p) {
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* panel = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
-  const auto* src = static_cast<const unsigned char*>(p.q);
-  for (unsigned b = 16U * threadIdx.x; b < 64U * 128U; b += 16U * 128U) {
-    cp_async_16(smem_addr(panel + b), src + b, true);
-  }
-  cp_async_commit();
+  copy_panel_async(panel, p.q);
   cp_async_wait<0>();
   fence_proxy_async();
   const WgmmaDesc d = wgmma_desc(smem_addr(panel), 16, 1024);

@@ -72,7 +72,7 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
   constexpr int kIssueOrderBarrier = 1;
   constexpr int kStageFreeBarrier = 2;
   constexpr int kLoaderBarrier = 3;
-  constexpr int kLoaderThreads = 128;
+  constexpr int kLoaderThreads = Tr::kThreads / 2;  // warpgroup 0
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
   unsigned char* ks = qs + Tr::kQBytes;                 // [kStages][BN rows in SW128 panels]
