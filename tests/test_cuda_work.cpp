@@ -327,7 +327,7 @@ TEST(CudaWork, RowSpansOfPartialTilesMatchTheirBitmasks) {
   // Window, document and causal edges give one run per row: every PARTIAL tile takes spans.
   // Strided and dilated patterns need the bitmask. Sizes are not multiples of the tiles, so the
   // sequence ends cut tiles too; 128-row tiles have two bitmask words per key.
-  for (const auto [tile_q, tile_k] : {std::pair<int, int>{128, 64}, {64, 128}, {64, 64}}) {
+  for (const auto& [tile_q, tile_k] : {std::pair<int, int>{128, 64}, {64, 128}, {64, 64}}) {
     for (Pattern pat : all_patterns()) {
       AttentionOptions o;
       MaskSpec m = MaskSpec::of(check::scaled_pattern(pat, 1000));
@@ -355,7 +355,9 @@ TEST(CudaWork, RowSpansOfPartialTilesMatchTheirBitmasks) {
       if (std::find(one_run_per_row.begin(), one_run_per_row.end(), pat) != one_run_per_row.end()) {
         EXPECT_EQ(span_tiles, partial);
       }
-      if (pat == Pattern::kStrided) EXPECT_LT(span_tiles, partial);
+      if (pat == Pattern::kStrided) {
+        EXPECT_LT(span_tiles, partial);
+      }
     }
   }
   // The options' element rule (causal + window + sinks) on varlen-sized sequences.

@@ -146,11 +146,19 @@ TEST(Reference, BackwardMatchesFiniteDifferences) {
 
 namespace {
 
-// The scalar fp16/bf16 conversions against the compiler's own (_Float16 is a GCC extension).
+// The scalar fp16/bf16 conversions against the compiler's own: _Float16 (a GCC extension in
+// C++ on x86-64) or, on aarch64, the ACLE's __fp16 (IEEE binary16 there; GCC 12 has no C++
+// _Float16 on that target).
+#if defined(__aarch64__)
+using CompilerHalf = __fp16;
+#else
+using CompilerHalf = _Float16;
+#endif
+
 TEST(Conversions, Fp16MatchesCompiler) {
   for (std::uint32_t h = 0; h < 65536; ++h) {
     const auto bits = static_cast<std::uint16_t>(h);
-    _Float16 ref;
+    CompilerHalf ref;
     std::memcpy(&ref, &bits, 2);
     const float f = longattn::detail::f16_to_float(bits);
     if (std::isnan(static_cast<float>(ref))) {
@@ -167,7 +175,7 @@ TEST(Conversions, Fp16MatchesCompiler) {
     float x;
     std::memcpy(&x, &u, 4);
     if (std::isnan(x)) continue;
-    const auto ref = static_cast<_Float16>(x);
+    const auto ref = static_cast<CompilerHalf>(x);
     std::uint16_t rb;
     std::memcpy(&rb, &ref, 2);
     ASSERT_EQ(longattn::detail::float_to_f16(x), rb) << x;

@@ -2,11 +2,15 @@
 // `longattn info [--peak]`: version, backends, SIMD level, threads; --peak measures the fp32 FMA
 // throughput and copy bandwidth of this machine (the floors of bench/NOTES.md).
 #include <fmt/core.h>
-#include <immintrin.h>
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -19,6 +23,7 @@ namespace {
 
 // NOTE: 16 independent accumulators per thread: two FMA pipes x 4-cycle latency need at least
 // 8 in flight; fewer would measure latency, not throughput.
+#if defined(__x86_64__)
 __attribute__((target("avx512f,fma"))) double fma_loop_avx512(long iters) {
   __m512 acc[16];
   for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i) * 1e-3F);
@@ -48,14 +53,48 @@ __attribute__((target("avx2,fma"))) double fma_loop_avx2(long iters) {
   _mm256_storeu_ps(out, s);
   return out[0];
 }
+#endif
+
+/// The same for any CPU, as plain arrays the compiler vectorizes for the baseline target (NEON
+/// on aarch64, SSE2 on an x86-64 without AVX2): 16 accumulators of 8 floats.
+double fma_loop_portable(long iters) {
+  float acc[16][8];
+  for (int i = 0; i < 16; ++i)
+    for (int l = 0; l < 8; ++l) acc[i][l] = static_cast<float>(i * 8 + l) * 1e-3F;
+  for (long it = 0; it < iters; ++it) {
+    for (auto& a : acc)
+#if defined(__FP_FAST_FMAF)
+      for (float& x : a) x = std::fma(x, 0.999999F, 1e-7F);  // one instruction (aarch64: FMLA)
+#else
+      for (float& x : a) x = x * 0.999999F + 1e-7F;  // no FMA unit: two, counted as two FLOPs
+#endif
+  }
+  double s = 0.0;
+  for (const auto& a : acc)
+    for (const float x : a) s += x;
+  return s;
+}
+
+/// The widest FMA loop this CPU runs, and its FLOPs per iteration.
+struct FmaLoop {
+  double (*run)(long);
+  double flops_per_iter;
+};
+FmaLoop widest_fma_loop() {
+#if defined(__x86_64__)
+  if (__builtin_cpu_supports("avx512f")) return {fma_loop_avx512, 16.0 * 16 * 2};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    return {fma_loop_avx2, 12.0 * 8 * 2};
+#endif
+  return {fma_loop_portable, 16.0 * 8 * 2};
+}
 
 }  // namespace
 
 Peak measure_peak() {
   Peak peak;
-  const bool avx512 = __builtin_cpu_supports("avx512f");
+  const FmaLoop loop = widest_fma_loop();
   const long iters = 20'000'000;
-  const double flops_per_iter = avx512 ? 16.0 * 16 * 2 : 12.0 * 8 * 2;
   double sink = 0.0;
   int threads = 1;
   double best = 0.0;
@@ -65,10 +104,10 @@ Peak measure_peak() {
     {
 #pragma omp single
       threads = omp_get_num_threads();
-      sink += avx512 ? fma_loop_avx512(iters) : fma_loop_avx2(iters);
+      sink += loop.run(iters);
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, flops_per_iter * static_cast<double>(iters) * threads / s / 1e9);
+    best = std::max(best, loop.flops_per_iter * static_cast<double>(iters) * threads / s / 1e9);
   }
   peak.gflops = best;
   // Copy bandwidth: 1 GiB, bytes read + written.

@@ -18,8 +18,13 @@ namespace {
 
 enum class Level { kAvx512, kAvx2, kGeneric };
 
+// NOTE: LONGATTN_X86_ENGINES (CMake) says whether the AVX2 / AVX-512 engines are compiled in.
+#if !defined(LONGATTN_X86_ENGINES)
+#error "cpu_backend.cpp: LONGATTN_X86_ENGINES must be defined (0 or 1) by the build"
+#endif
+
 bool cpu_has_avx512() {
-#if defined(__x86_64__)
+#if LONGATTN_X86_ENGINES
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
 #else
@@ -28,7 +33,7 @@ bool cpu_has_avx512() {
 }
 
 bool cpu_has_avx2() {
-#if defined(__x86_64__)
+#if LONGATTN_X86_ENGINES
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
   return false;
@@ -87,11 +92,12 @@ struct Engine {
 };
 
 const Engine& engine() {
+  static const Engine generic_engine{"generic", generic::forward, generic::backward,
+                                     generic::bf16_forward_path};
+#if LONGATTN_X86_ENGINES
   static const Engine avx512_engine{"avx512", avx512::forward, avx512::backward,
                                     avx512::bf16_forward_path};
   static const Engine avx2_engine{"avx2", avx2::forward, avx2::backward, avx2::bf16_forward_path};
-  static const Engine generic_engine{"generic", generic::forward, generic::backward,
-                                     generic::bf16_forward_path};
   switch (level()) {
     case Level::kAvx512:
       return avx512_engine;
@@ -100,6 +106,9 @@ const Engine& engine() {
     case Level::kGeneric:
       break;
   }
+#else
+  (void)level();  // still parses LONGATTN_SIMD: avx2 / avx512 are refused by name
+#endif
   return generic_engine;
 }
 
