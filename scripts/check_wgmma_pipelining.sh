@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Compiles the Hopper forward and backward (kernels.list kinds fwdh, bwdh) for sm_90a and fails
-# when ptxas reports that it serialized a kernel's wgmma (C7510-C7520: "wgmma.mma_async instructions are
-# serialized ..."). ptxas says so only as an info line, and the kernel stays correct, so neither
-# the build nor any check would notice: each mma_async would then wait for the previous one
-# and the pipelining the kernel exists for would be gone (a branch the compiler cannot prove
-# warp-uniform between an issue and its wait is enough).
+# Compiles the Hopper forward and backward (kernels.list kinds fwdh, fwdhk, bwdh) for sm_90a and
+# fails when ptxas reports that it serialized a kernel's wgmma (C7510-C7520: "wgmma.mma_async
+# instructions are serialized ..."). ptxas says so only as an info line, and the kernel stays
+# correct, so neither the build nor any check would notice: each mma_async would then wait for
+# the previous one and the pipelining the kernel exists for would be gone (a branch the
+# compiler cannot prove warp-uniform between an issue and its wait is enough).
 # Usage: scripts/check_wgmma_pipelining.sh [build dir with generated/cuda] (default build/emu)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +15,7 @@ if [ ! -x "$nvcc" ]; then
   exit 0
 fi
 status=0
-for tu in fwdh_bf16_d128 fwdh_fp16_d64 bwdh_bf16_d128 bwdh_fp16_d64; do
+for tu in fwdh_bf16_d128 fwdh_fp16_d64 fwdhk_bf16_d128 fwdhk_fp16_d64 bwdh_bf16_d128 bwdh_fp16_d64; do
   src="$build/generated/cuda/$tu.cu"
   [ -f "$src" ] || { echo "check_wgmma_pipelining: $src missing (configure $build first)"; exit 1; }
   log=$("$nvcc" -std=c++17 -O3 --expt-relaxed-constexpr -gencode arch=compute_90a,code=sm_90a \

@@ -727,7 +727,10 @@ std::vector<Case> default_cases(bool quick) {
       c.sq = 150;
       c.skv = 150;
       c.dim = 128;
-      if (variant == 0) c.variant = "dtype";
+      if (variant == 0) {  // more keys than one item's first tiles: 4 tiles of 128, 7 of 64
+        c.variant = "dtype";
+        c.skv = 400;
+      }
       if (variant == 1) {
         c.variant = "dtype+causal";
         c.causal = true;

@@ -619,7 +619,8 @@ const MmaKernel* tensor_core_kernel(const Problem& p, MmaKind kind) {
     return nullptr;
   }
   // The wgmma kernels are sm_90a code: compute capability 9.0 alone.
-  if ((kind == MmaKind::kForwardHopper || kind == MmaKind::kBackwardHopper) &&
+  if ((kind == MmaKind::kForwardHopper || kind == MmaKind::kForwardHopperWide ||
+       kind == MmaKind::kBackwardHopper) &&
       (props(p.device_index).major != 9 || props(p.device_index).minor != 0)) {
     return nullptr;
   }
@@ -633,9 +634,10 @@ std::int64_t total_rows(const Problem& p) {
 }
 
 /// LONGATTN_CUDA_FORWARD_TILE forces the tensor-core forward's query tile (where that instance
-/// exists): 64; 128 (the 4-warp x 32-row kernel, else the 8-warp x 16-row one); 128t, 128w or
-/// 128h (only that one; 128h: the wgmma kernel, on compute capability 9.0; not taken unless
-/// forced until it is measured on a GPU). Unset or empty: the rule in choose_forward (tile 0).
+/// exists): 64; 128 (the 4-warp x 32-row kernel, else the 8-warp x 16-row one); 128t, 128w, 128h
+/// or 128hk (only that one; 128h / 128hk: the wgmma kernel on 64- / 128-key tiles, on compute
+/// capability 9.0; not taken unless forced until they are measured on a GPU). Unset or empty:
+/// the rule in choose_forward (tile 0).
 struct ForwardForce {
   int tile = 0;
   MmaKind tall_first = MmaKind::kForwardTall;  // the 128-row kernel tried first
@@ -661,7 +663,8 @@ int env_choice(const char* name, std::initializer_list<const char*> values) {
 const ForwardForce& forced_forward() {
   static const ForwardForce forced = [] {
     ForwardForce f;
-    switch (env_choice("LONGATTN_CUDA_FORWARD_TILE", {"64", "128", "128t", "128w", "128h"})) {
+    switch (
+        env_choice("LONGATTN_CUDA_FORWARD_TILE", {"64", "128", "128t", "128w", "128h", "128hk"})) {
       case 0:
         f.tile = kMmaTileQ;
         break;
@@ -676,6 +679,9 @@ const ForwardForce& forced_forward() {
         break;
       case 4:
         f = {kMmaWideTileQ, MmaKind::kForwardHopper, true};
+        break;
+      case 5:
+        f = {kMmaWideTileQ, MmaKind::kForwardHopperWide, true};
         break;
       default:
         break;
@@ -719,7 +725,10 @@ ForwardChoice choose_forward(const Problem& p, const AttnParams& a) {
       const int occupancy = k != nullptr ? mma_occupancy(k, p.device_index) : 0;
       const int warps = occupancy * (kind == MmaKind::kForwardTall ? 4 : 8);
       if (warps > best_warps) {
-        best = {k, occupancy, kMmaWideTileQ, mma_tile_k(static_cast<int>(p.dim))};
+        const int tile_k = kind == MmaKind::kForwardHopperWide
+                               ? kMmaWideTileK
+                               : mma_tile_k(static_cast<int>(p.dim));
+        best = {k, occupancy, kMmaWideTileQ, tile_k};
         best_warps = warps;
       }
     }
@@ -835,7 +844,7 @@ std::string describe_kernels(const Problem& p) {
     tile_q = c.tile_q;
     tile_k = c.tile_k;
     if (c.mma->kind == MmaKind::kForwardTall) shape = ", 32 rows per warp";
-    if (c.mma->kind == MmaKind::kForwardHopper) {
+    if (c.mma->kind == MmaKind::kForwardHopper || c.mma->kind == MmaKind::kForwardHopperWide) {
       return "tensor cores (wgmma, sm_90a), tile " + std::to_string(c.tile_q) + "x" +
              std::to_string(c.tile_k);
     }

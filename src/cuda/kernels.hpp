@@ -53,11 +53,11 @@ int forward_mma_occupancy();
 template <int ELEM, int D, int WARPS, int SLABS>
 cudaError_t launch_forward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
-/// Hopper forward (sm90/forward_wgmma.cuh: wgmma on two warpgroups, 128 x 64 tiles) for ELEM and
-/// D = 64 or 128; compiled for sm_90a only (kernels.list kind fwdh).
-template <int ELEM, int D>
+/// Hopper forward (sm90/forward_wgmma.cuh: wgmma on two warpgroups, 128 x KEYS tiles) for ELEM,
+/// D = 64 or 128 and KEYS = 64 (kernels.list kind fwdh) or 128 (fwdhk); compiled for sm_90a only.
+template <int ELEM, int D, int KEYS>
 int forward_wgmma_occupancy();
-template <int ELEM, int D>
+template <int ELEM, int D, int KEYS>
 cudaError_t launch_forward_wgmma(const AttnParams& p, int grid, cudaStream_t stream);
 
 /// Hopper backward (sm90/backward_wgmma.cuh: the fast mode with wgmma on two warpgroups, 64 x
@@ -78,14 +78,16 @@ template <int ELEM, int D, int KEYS>
 cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stream);
 
 /// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles on 8
-/// warps; kForwardTall: 128-row query tiles on 4 warps of 32 rows; kForwardHopper: 128-row
-/// query tiles on 2 warpgroups with wgmma, sm_90 only; kBackwardWide: the fast backward on
+/// warps; kForwardTall: 128-row query tiles on 4 warps of 32 rows; kForwardHopper: 128 x 64
+/// tiles on 2 warpgroups with wgmma, sm_90 only; kForwardHopperWide: the same on 128 x 128
+/// tiles; kBackwardWide: the fast backward on
 /// 128-key tiles; kBackwardHopper: the same with wgmma on 2 warpgroups, sm_90 only).
 enum class MmaKind : std::uint8_t {
   kForward,
   kForwardWide,
   kForwardTall,
   kForwardHopper,
+  kForwardHopperWide,
   kBackward,
   kBackwardWide,
   kBackwardHopper

@@ -1,22 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
-// Tensor-core forward for Hopper (sm_90a): the block schedule's 128 x 64 tiles on two
-// warpgroups with wgmma.mma_async, the rest of the sm80 forward unchanged.
+// Tensor-core forward for Hopper (sm_90a): the block schedule's 128 x 64 tiles (kernels.list
+// kind fwdh) or 128 x 128 tiles (fwdhk) on two warpgroups with wgmma.mma_async, the rest of the
+// sm80 forward unchanged.
 //
 // Block = 8 warps = 2 warpgroups; warpgroup g owns query rows 64 g .. 64 g + 63 (warp w rows
-// 16 w .. 16 w + 15, as in the 8-warp sm80 kernel), against 64-key tiles of the same schedule
-// as the 128-row sm80 kernels. Per key tile and warpgroup: S = Q K^T as D / 16 wgmma m64n64k16
-// with both operands in shared memory, then P V as 4 wgmma m64nDk16 with P from registers (the
-// S accumulators re-packed, as in sm80) and V in shared memory read N-major. Q, K and V sit in
-// 128-byte-swizzled panels (common/wgmma.cuh), filled by cp.async into 3 K/V stages and
-// published to the async proxy with fence.proxy.async before the barrier.
+// 16 w .. 16 w + 15, as in the 8-warp sm80 kernel), against key tiles of KEYS = 64 or 128 keys
+// of a schedule built for those tiles. Per key tile and warpgroup: S = Q K^T as D / 16 wgmma
+// m64nKEYSk16 with both operands in shared memory, then P V as KEYS / 16 wgmma m64nDk16 with P
+// from registers (the S accumulators re-packed, as in sm80) and V in shared memory read N-major.
+// Q, K and V sit in 128-byte-swizzled panels (common/wgmma.cuh), filled by cp.async into 2 K and
+// 3 V stages and published to the async proxy with fence.proxy.async before the barrier.
 // Intra-warpgroup pipelining (FA3's): tile i's P.V is issued after tile i + 1's S = Q K^T and
 // runs while the warpgroup masks and exponentiates S(i + 1); O is rescaled once it retires.
-// Warpgroup 0 loads the K/V tiles (tile i + 1 lands in the stage tile i - 2 left, its copies
-// issued while tile i's S and the owed P.V run) and leads; warpgroup 1 issues its wgmma of a tile
-// after warpgroup 0's and follows up to one tile behind. Named barriers only, no block barrier
-// per tile (see the kernel). No producer warps, TMA or mbarriers yet. Masks, softcap,
-// sigmoid, sinks, GQA packing, split-KV parts and the exact attempt for Inf/NaN in V are the
-// sm80 code.
+// Warpgroup 0 loads the K/V tiles (tile i + 1's K lands where tile i - 1's was, its V where tile
+// i - 2's was; its copies issued while tile i's S and the owed P.V run) and leads; warpgroup 1
+// issues its wgmma of a tile after warpgroup 0's and follows up to one tile behind. Named
+// barriers only, no block barrier per tile (see the kernel). No producer warps, TMA or mbarriers
+// yet. 128-key tiles halve the per-key cost of everything done once per tile (barriers, the
+// wgmma waits, row max and sum shuffles, O rescales) for 96 more registers of S and P (255 at
+// D = 128, no spill; one block per SM). Masks, softcap, sigmoid, sinks, GQA packing, split-KV
+// parts and the exact attempt for Inf/NaN in V are the sm80 code.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -29,32 +32,39 @@
 
 namespace longattn::detail::cuda {
 
-template <int D>
+template <int D, int KEYS>
 struct ForwardWgmmaTraits {
   static constexpr int kWarps = 8;
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kBlockM = kMmaWideTileQ;  // 2 warpgroups x 64 rows
-  static constexpr int kBlockN = kMmaTileK;      // 64 keys
+  static constexpr int kBlockN = KEYS;           // 64 keys (kind fwdh) or 128 (fwdhk)
   static constexpr int kChunks = D / 8;
   static constexpr int kWordsPerRow = (kBlockM + 63) / 64;
-  // K/V buffers: tile i's K, tile i - 1's V (its P.V runs during tile i) and tile i + 1 landing.
-  static constexpr int kStages = 3;
+  // K buffers: tile i's and tile i + 1's landing (tile i - 1's is free once both warpgroups'
+  // S(i - 1) retired, which the stage-free barrier says). V buffers: tile i - 1's (its P.V runs
+  // during tile i), tile i's and tile i + 1's landing.
+  static constexpr int kKStages = 2;
+  static constexpr int kVStages = 3;
   static constexpr std::uint32_t kQBytes = 2U * kBlockM * D;
   static constexpr std::uint32_t kKVBytes = 2U * kBlockN * D;  // one K or V buffer
   // After the V stages, one zero V panel: the P.V issued when no tile owes one (see the kernel).
   // + 1024: the panels start 1024-byte aligned (the swizzle atom) wherever the window begins.
-  static constexpr std::size_t kSmemBytes = kQBytes + (2 * kStages + 1) * kKVBytes + 1024;
-  // D = 64: 74 KB, room for 3 blocks; D = 128 needs ~210 registers for O, S and P.
-  static constexpr int kMinBlocks = D <= 64 ? 2 : 1;
+  // 128 x 128 at D = 128: 225 KB of the 227 an sm_90 block may have.
+  static constexpr std::size_t kSmemBytes =
+      kQBytes + (kKStages + kVStages + 1) * static_cast<std::size_t>(kKVBytes) + 1024;
+  // D = 64 on 64-key tiles: 65 KB, 2 blocks per SM at <= 128 registers (a few spills). On
+  // 128-key tiles S and P alone take 96 registers: one block.
+  static constexpr int kMinBlocks = D <= 64 && KEYS == 64 ? 2 : 1;
   static_assert(D == 64 || D == 128, "SW128 panels of 64 columns; wgmma N = D <= 256");
+  static_assert(KEYS == 64 || KEYS == 128, "wgmma N = KEYS for S = Q K^T");
 };
 
 /// One work item of forward_wgmma_kernel: the fast attempt (kExact = false) or, when that one's O
 /// came out with an Inf/NaN (it then returns false without storing), the exact attempt (see
 /// forward_mma_item).
-template <class T, int D, bool kExact>
+template <class T, int D, int KEYS, bool kExact>
 __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item) {
-  using Tr = ForwardWgmmaTraits<D>;
+  using Tr = ForwardWgmmaTraits<D, KEYS>;
   constexpr int BM = Tr::kBlockM;
   constexpr int BN = Tr::kBlockN;
   constexpr int NB = BN / 8;   // n8 blocks of S
@@ -75,8 +85,8 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
   constexpr int kLoaderThreads = Tr::kThreads / 2;  // warpgroup 0
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
-  unsigned char* ks = qs + Tr::kQBytes;                 // [kStages][BN rows in SW128 panels]
-  unsigned char* vs = ks + Tr::kStages * Tr::kKVBytes;  // [kStages][BN rows in SW128 panels]
+  unsigned char* ks = qs + Tr::kQBytes;                  // [kKStages][BN rows in SW128 panels]
+  unsigned char* vs = ks + Tr::kKStages * Tr::kKVBytes;  // [kVStages][BN rows in SW128 panels]
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int group = lane >> 2;
@@ -104,11 +114,12 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
   const BatchEntry& be = tile.be;
   const int qn = tile.qn;
   const int entries = tile.entries;
-  auto issue_kv = [&](int kt, int buf) {
+  // Tile i of the item (key tile kt) into K stage i % kKStages and V stage i % kVStages.
+  auto issue_kv = [&](int kt, int i) {
     const int k0 = kt * BN;
     const int jn = min(BN, be.skv - k0);
-    unsigned char* kd = ks + buf * Tr::kKVBytes;
-    unsigned char* vd = vs + buf * Tr::kKVBytes;
+    unsigned char* kd = ks + (i % Tr::kKStages) * Tr::kKVBytes;
+    unsigned char* vd = vs + (i % Tr::kVStages) * Tr::kKVBytes;
     load_rows_async<T, D, kLoaderThreads>(
         [kd](int r, int ch) { return smem_addr(kd + sw128_offset(Tr::kBlockN, r, ch * 8)); }, BN,
         p.k, be.k + tile.kvh * p.k_hs, p.k_ts, k0, jn);
@@ -140,9 +151,9 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
   // exact path) it is P = 0 against the zero panel. A branch around the issue would make
   // ptxas serialize every wgmma of the kernel (C7520: "WG.AR in divergent path").
   std::uint32_t pa[KS][4];
-  int pv_buf = Tr::kStages;
+  int pv_buf = Tr::kVStages;
   auto owe_nothing = [&] {
-    pv_buf = Tr::kStages;
+    pv_buf = Tr::kVStages;
 #pragma unroll
     for (int kk = 0; kk < KS; ++kk) pa[kk][0] = pa[kk][1] = pa[kk][2] = pa[kk][3] = 0U;
   };
@@ -164,7 +175,8 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
   // when qn <= 64 (its rows hold zero Q rows, see no NaN, and are never written).
 
   for (int i = 0; i < entries; ++i) {
-    const int buf = i % Tr::kStages;
+    const int kbuf = i % Tr::kKStages;
+    const int vbuf = i % Tr::kVStages;
     // Tile i: warpgroup 0's copies have landed, are visible to wgmma, and (the loader barrier)
     // all of its 128 threads' are. Warpgroup 1 learns it through kIssueOrderBarrier.
     cp_async_wait<0>();
@@ -175,7 +187,7 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     const int kt_prefetch = tile.next_key_tile();
     const auto [kt, bits_index] = tile.step(i);
     const int jn = min(BN, be.skv - kt * BN);
-    const unsigned char* vb = vs + buf * Tr::kKVBytes;
+    const unsigned char* vb = vs + vbuf * Tr::kKVBytes;
 
     // The exact attempt: a tile whose V holds an Inf/NaN takes the exact P.V path.
     bool v_nonfinite = false;
@@ -202,7 +214,7 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     for (int kk = 0; kk < D / 16; ++kk) {
       const std::uint32_t q_off = (kk / 4) * BM * 128 + (kk % 4) * 32;
       const std::uint32_t k_off = (kk / 4) * BN * 128 + (kk % 4) * 32;
-      wgmma_ss<T, BN>(s[0], q_desc + (q_off >> 4), k_desc + buf * kBufferStep + (k_off >> 4),
+      wgmma_ss<T, BN>(s[0], q_desc + (q_off >> 4), k_desc + kbuf * kBufferStep + (k_off >> 4),
                       kk > 0);
     }
     wgmma_commit();
@@ -212,7 +224,7 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     // retired in tile i - 1 in both warpgroups) while S and the owed P.V run.
     named_barrier_sync_if(loader && i > 0, kStageFreeBarrier, Tr::kThreads);
     named_barrier_arrive_if(loader, kIssueOrderBarrier, Tr::kThreads);
-    if (loader && i + 1 < entries) issue_kv(kt_prefetch, (i + 1) % Tr::kStages);
+    if (loader && i + 1 < entries) issue_kv(kt_prefetch, i + 1);
     wgmma_wait<1>();  // S has landed; the P.V may still run
     wgmma_fence_operand(s[0]);
 
@@ -229,7 +241,7 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     wgmma_fence_operand(pa);
     if (rescale) rescale_output(o, alpha);
     if (!v_nonfinite) {
-      pv_buf = buf;
+      pv_buf = vbuf;
 #pragma unroll
       for (int kk = 0; kk < KS; ++kk) probability_fragment<T>(s[0], kk, pa[kk]);
     } else {
@@ -261,22 +273,23 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
 /// the kernel (C7510, "wgmma pipeline crossing function boundary"). Being a second instance
 /// rather than a runtime flag keeps the fast attempt's registers: D = 128 206 (209 before the
 /// exact attempt existed), D = 64 spills about as much as before.
-template <class T, int D>
+template <class T, int D, int KEYS>
 __device__ __forceinline__ void forward_wgmma_item_exact(const AttnParams p, int item) {
-  forward_wgmma_item<T, D, true>(p, item);
+  forward_wgmma_item<T, D, KEYS, true>(p, item);
 }
 
-template <class T, int D>
-__global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
-                                  ForwardWgmmaTraits<D>::kMinBlocks)
+template <class T, int D, int KEYS>
+__global__ void __launch_bounds__(ForwardWgmmaTraits<D, KEYS>::kThreads,
+                                  ForwardWgmmaTraits<D, KEYS>::kMinBlocks)
     forward_wgmma_kernel(const AttnParams p) {
 #ifdef LONGATTN_WGMMA_UNAVAILABLE
   __trap();  // not an sm_90a build of this kernel; the host never launches it
 #else
-  using Tr = ForwardWgmmaTraits<D>;
+  using Tr = ForwardWgmmaTraits<D, KEYS>;
   LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
   unsigned char* qs = smem_raw + (1024U - smem_addr(smem_raw) % 1024U) % 1024U;
-  unsigned char* zero_v = qs + Tr::kQBytes + 2 * Tr::kStages * Tr::kKVBytes;  // V "stage" kStages
+  // V "stage" kVStages, after the K and V stages.
+  unsigned char* zero_v = qs + Tr::kQBytes + (Tr::kKStages + Tr::kVStages) * Tr::kKVBytes;
   for (std::uint32_t b = 16U * threadIdx.x; b < Tr::kKVBytes; b += 16U * Tr::kThreads) {
     *reinterpret_cast<uint4*>(zero_v + b) = make_uint4(0U, 0U, 0U, 0U);
   }
@@ -285,31 +298,37 @@ __global__ void __launch_bounds__(ForwardWgmmaTraits<D>::kThreads,
   fence_proxy_async();
 
   for_each_work_item(p.work_counter, p.num_row_work, [&](int item) {
-    if (!forward_wgmma_item<T, D, false>(p, item)) forward_wgmma_item_exact<T, D>(p, item);
+    if (!forward_wgmma_item<T, D, KEYS, false>(p, item)) {
+      forward_wgmma_item_exact<T, D, KEYS>(p, item);
+    }
   });
 #endif  // LONGATTN_WGMMA_UNAVAILABLE
 }
 
 /// Resident blocks per SM (0 when the kernel cannot be configured).
-template <int ELEM, int D>
+template <int ELEM, int D, int KEYS>
 int forward_wgmma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  using Tr = ForwardWgmmaTraits<D>;
-  return resident_blocks(forward_wgmma_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes);
+  using Tr = ForwardWgmmaTraits<D, KEYS>;
+  return resident_blocks(forward_wgmma_kernel<T, D, KEYS>, Tr::kThreads, Tr::kSmemBytes);
 }
 
-template <int ELEM, int D>
+template <int ELEM, int D, int KEYS>
 cudaError_t launch_forward_wgmma(const AttnParams& p, int grid, cudaStream_t stream) {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
-  return launch_forward_persistent<ForwardWgmmaTraits<D>>(forward_wgmma_kernel<T, D>, p, grid,
-                                                          stream);
+  return launch_forward_persistent<ForwardWgmmaTraits<D, KEYS>>(forward_wgmma_kernel<T, D, KEYS>, p,
+                                                                grid, stream);
 }
 
 }  // namespace longattn::detail::cuda
 
-/// Explicit instantiation of one (element type, head dim) Hopper forward (kernels.list kind
-/// fwdh; built for sm_90a only).
-#define LONGATTN_INSTANTIATE_FORWARD_WGMMA(ELEM, D)                           \
-  template int longattn::detail::cuda::forward_wgmma_occupancy<ELEM, D>();    \
-  template cudaError_t longattn::detail::cuda::launch_forward_wgmma<ELEM, D>( \
+/// Explicit instantiation of one (element type, head dim, key tile) Hopper forward (kernels.list
+/// kinds fwdh: 128 x 64 tiles, fwdhk: 128 x 128; built for sm_90a only).
+#define LONGATTN_INSTANTIATE_FORWARD_WGMMA_SHAPE(ELEM, D, KEYS)                     \
+  template int longattn::detail::cuda::forward_wgmma_occupancy<ELEM, D, KEYS>();    \
+  template cudaError_t longattn::detail::cuda::launch_forward_wgmma<ELEM, D, KEYS>( \
       const longattn::detail::cuda::AttnParams&, int, cudaStream_t);
+#define LONGATTN_INSTANTIATE_FORWARD_WGMMA(ELEM, D) \
+  LONGATTN_INSTANTIATE_FORWARD_WGMMA_SHAPE(ELEM, D, 64)
+#define LONGATTN_INSTANTIATE_FORWARD_WGMMA_WIDE(ELEM, D) \
+  LONGATTN_INSTANTIATE_FORWARD_WGMMA_SHAPE(ELEM, D, 128)
