@@ -22,15 +22,16 @@
 # LONGATTN_CUDA_FORWARD_TILE=128h and LONGATTN_CUDA_BACKWARD_TILE=128h (the sm_90a wgmma
 # forward and backward, not yet taken by default) run together in the check (full list) and
 # sanitize (memcheck, racecheck, synccheck) stages, each in the core, bench A/B and profile
-# stages; each of the two only once its own 90-second probe on the quick list has passed
-# (hopper_probe: summary rows probe128h_fwd, probe128h_bwd). Each stage's duration is in the
-# summary ("time"), to size the next call.
+# stages; LONGATTN_CUDA_FORWARD_TILE=128hk (the wgmma forward on 128 x 128 tiles) in all of
+# them too, on its own. Each kernel only once its own 90-second probe on the quick list has
+# passed (hopper_probe: summary rows probe128h_fwd, probe128hk_fwdk, probe128h_bwd). Each
+# stage's duration is in the summary ("time"), to size the next call.
 # The build stage uses .gpudeps/bin/longattn.xz when it runs there (it saves minutes of device
 # time) and builds with CMake otherwise.
 # Knobs (environment): KERNELS (LONGATTN_CUDA_KERNELS, default all), ARCHS (default 90),
-# STAGES, DEADLINE, CHECK_FILTER, BENCH_ARGS, PROBE_CAP (seconds for the 128h probe, 90).
+# STAGES, DEADLINE, CHECK_FILTER, BENCH_ARGS, PROBE_CAP (seconds for each Hopper probe, 90).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 OUT=${OUT:-$PWD/build/gpu_out}
 # The device tool returns at most 8 files: logs go to $LOGS and come back as one archive.
 LOGS=/tmp/longattn_gpu_logs
@@ -97,34 +98,40 @@ export LD_LIBRARY_PATH="/tmp/longattn_deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY
 # that needs them runs each once on the quick list under a short cap (the forward with the
 # default backward, the backward with the default forward); one that fails or hangs is left out
 # of every later stage, so a fault there costs ~90 s and not the whole call, nor the other one.
-hopper_fwd=unknown
-hopper_bwd=unknown
-hopper=unknown  # ok when either passed
+hopper_fwd=unknown   # the forward on 128 x 64 tiles (128h)
+hopper_fwdk=unknown  # the forward on 128 x 128 tiles (128hk)
+hopper_bwd=unknown   # the backward (128h)
+hopper=unknown       # ok when the 128h forward or backward passed
 hopper_probe() {
   [ "$hopper" != unknown ] && return
-  local kind var rc
-  for kind in fwd bwd; do
+  local kind var tile rc
+  for kind in fwd fwdk bwd; do
     var=LONGATTN_CUDA_FORWARD_TILE
+    tile=128h
+    [ $kind = fwdk ] && tile=128hk
     [ $kind = bwd ] && var=LONGATTN_CUDA_BACKWARD_TILE
-    env "$var=128h" timeout $(cap "${PROBE_CAP:-90}") "$CLI" check --device cuda --quick \
-      >"$LOGS/check_quick128h_$kind.log" 2>&1
+    env "$var=$tile" timeout "$(cap "${PROBE_CAP:-90}")" "$CLI" check --device cuda --quick \
+      >"$LOGS/check_quick${tile}_$kind.log" 2>&1
     rc=$?
     if [ $rc -eq 0 ]; then
       printf -v "hopper_$kind" ok
-      record "probe128h_$kind" ok "$(tail -n 1 "$LOGS/check_quick128h_$kind.log")"
+      record "probe${tile}_$kind" ok "$(tail -n 1 "$LOGS/check_quick${tile}_$kind.log")"
     else
       printf -v "hopper_$kind" bad
-      grep -E "FAIL" "$LOGS/check_quick128h_$kind.log" | head -n 20
-      record "probe128h_$kind" FAIL "quick list, rc $rc (124: timed out); left out of later stages"
+      grep -E "FAIL" "$LOGS/check_quick${tile}_$kind.log" | head -n 20
+      record "probe${tile}_$kind" FAIL "quick list, rc $rc (124: timed out); left out of later stages"
     fi
   done
   hopper=bad
   [ "$hopper_fwd" = ok ] || [ "$hopper_bwd" = ok ] && hopper=ok
 }
-# "128h" when the forward's (hopper_tile) or the backward's (hopper_bwd_tile) probe passed, else
-# nothing: for the tile lists of the A/B loops (call hopper_probe first, in the stage itself: a
-# command substitution's variables do not come back).
-hopper_tile() { [ "$hopper_fwd" = ok ] && echo 128h; }
+# The forward tiles whose probe passed (hopper_tile: 128h, 128hk) and "128h" when the backward's
+# did (hopper_bwd_tile), else nothing: for the tile lists of the A/B loops (call hopper_probe
+# first, in the stage itself: a command substitution's variables do not come back).
+hopper_tile() {
+  [ "$hopper_fwd" = ok ] && echo 128h
+  [ "$hopper_fwdk" = ok ] && echo 128hk
+}
 hopper_bwd_tile() { [ "$hopper_bwd" = ok ] && echo 128h; }
 # The environment that forces the Hopper kernels whose probe passed (for env).
 hopper_env() {
@@ -136,7 +143,7 @@ stage_check() {
   stage "longattn check --device cuda (every case vs the float64 oracle)"
   filter=()
   [ -n "${CHECK_FILTER:-}" ] && filter=(--filter "$CHECK_FILTER")
-  timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" >"$LOGS/check.log" 2>&1
+  timeout "$(cap 400)" "$CLI" check --device cuda "${filter[@]}" >"$LOGS/check.log" 2>&1
   rc=$?
   grep -E "FAIL" "$LOGS/check.log" | head -n 20
   record check "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/check.log")"
@@ -147,14 +154,21 @@ stage_check() {
   # it runs the full list with the wgmma backward (a failing row's op names which kernel).
   if [ "$hopper" = ok ]; then
     # shellcheck disable=SC2046
-    env $(hopper_env) timeout $(cap 400) "$CLI" check --device cuda "${filter[@]}" \
+    env $(hopper_env) timeout "$(cap 400)" "$CLI" check --device cuda "${filter[@]}" \
       >"$LOGS/check_full128h.log" 2>&1
     rc=$?
     grep -E "FAIL" "$LOGS/check_full128h.log" | head -n 20
     record check128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "full list: $(tail -n 1 "$LOGS/check_full128h.log")"
   fi
+  if [ "$hopper_fwdk" = ok ]; then
+    LONGATTN_CUDA_FORWARD_TILE=128hk timeout "$(cap 300)" "$CLI" check --device cuda "${filter[@]}" \
+      >"$LOGS/check_full128hk.log" 2>&1
+    rc=$?
+    grep -E "FAIL" "$LOGS/check_full128hk.log" | head -n 20
+    record check128hk "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "full list: $(tail -n 1 "$LOGS/check_full128hk.log")"
+  fi
   for tile in 64 128t 128w; do
-    LONGATTN_CUDA_FORWARD_TILE=$tile LONGATTN_CUDA_BACKWARD_TILE=64 timeout $(cap 200) "$CLI" check \
+    LONGATTN_CUDA_FORWARD_TILE=$tile LONGATTN_CUDA_BACKWARD_TILE=64 timeout "$(cap 200)" "$CLI" check \
       --device cuda --quick "${filter[@]}" >"$LOGS/check_tile$tile.log" 2>&1
     rc=$?
     grep -E "FAIL" "$LOGS/check_tile$tile.log" | head -n 20
@@ -167,7 +181,7 @@ stage_check() {
 # passed), the masks that trail Flex most in fwd and bwd, and the anchors of the same shapes
 # (SDPA flash / cuDNN, and Flex on those masks). One summary line per run.
 stage_core() {
-  stage "core: bar shapes and four masks, default kernels and 128h, with their anchors"
+  stage "core: bar shapes and four masks, default kernels, 128h and 128hk, with their anchors"
   hopper_probe
   run_bench() {  # name, tile (default / 128h), then the bench arguments
     local name=$1 tile=$2
@@ -175,19 +189,24 @@ stage_core() {
     local env=()
     # shellcheck disable=SC2207
     [ "$tile" = 128h ] && env=($(hopper_env))
-    env "${env[@]}" timeout $(cap 60) "$CLI" bench --device cuda --dtype bf16 --reps 5 --no-check \
+    if [ "$tile" = 128hk ]; then
+      env=(LONGATTN_CUDA_FORWARD_TILE=128hk)
+      [ "$hopper_bwd" = ok ] && env+=(LONGATTN_CUDA_BACKWARD_TILE=128h)
+    fi
+    env "${env[@]}" timeout "$(cap 60)" "$CLI" bench --device cuda --dtype bf16 --reps 5 --no-check \
       --json "$LOGS/core_${name}_$tile.json" "$@" >"$LOGS/core_${name}_$tile.log" 2>&1
     record "${name}_$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd\|^bwd' \
       "$LOGS/core_${name}_$tile.log" | awk '{printf "%s %s %s TFLOP/s; ", $1, $2, $12}')"
   }
   # (128h: the forward rows where the forward's probe passed, the backward rows where the
-  # backward's did; the masks rows force whichever passed.)
-  for tile in default $([ "$hopper" = ok ] && echo 128h); do
-    if [ "$tile" = default ] || [ "$hopper_fwd" = ok ]; then
+  # backward's did; the masks rows force whichever passed. 128hk: its forward rows, and the masks
+  # with the 128h backward where that passed.)
+  for tile in default $([ "$hopper" = ok ] && echo 128h) $([ "$hopper_fwdk" = ok ] && echo 128hk); do
+    if [ "$tile" = default ] || [ "$tile" = 128hk ] || [ "$hopper_fwd" = ok ]; then
       run_bench fwd128 "$tile" --B 1 --H 16 --S 16384 --D 128 --mask full,causal --fwd
       run_bench fwd64 "$tile" --B 1 --H 32 --S 16384 --D 64 --mask full,causal --fwd
     fi
-    if [ "$tile" = default ] || [ "$hopper_bwd" = ok ]; then
+    if [ "$tile" = default ] || { [ "$tile" = 128h ] && [ "$hopper_bwd" = ok ]; }; then
       run_bench bwd128 "$tile" --B 2 --H 16 --S 8192 --D 128 --mask full,causal --bwd
     fi
     run_bench masks "$tile" --B 1 --H 64 --Hkv 8 --S 16384 --D 128 \
@@ -207,10 +226,10 @@ json.dump(rows, open(sys.argv[2], "w"), indent=1)
 PY
   anchors=.gpudeps/anchors
   [ -d "$anchors" ] || anchors=../shared/anchors
-  PYTHONUNBUFFERED=1 timeout $(cap 150) python3 "$anchors/anchors_gpu.py" --only ceiling,fwd,bwd \
+  PYTHONUNBUFFERED=1 timeout "$(cap 150)" python3 "$anchors/anchors_gpu.py" --only ceiling,fwd,bwd \
     --S 16384 --json "$OUT/anchors.json" >"$LOGS/anchors.log" 2>&1
   record anchors "$([ $? -eq 0 ] && echo ok || echo FAIL)" "anchors_gpu.py (ceiling, fwd, bwd)"
-  PYTHONUNBUFFERED=1 timeout $(cap 200) python3 "$anchors/longca_masks_flex.py" --S 16384 \
+  PYTHONUNBUFFERED=1 timeout "$(cap 200)" python3 "$anchors/longca_masks_flex.py" --S 16384 \
     --masks full,sliding_window_causal,causal_document,sliding_window \
     --json "$OUT/flex_masks.json" >"$LOGS/flex.log" 2>&1
   record flex "$([ $? -eq 0 ] && echo ok || echo FAIL)" "longca_masks_flex.py (four masks)"
@@ -218,11 +237,11 @@ PY
 
 stage_sanitize() {
   stage "compute-sanitizer memcheck + racecheck (quick suite)"
-  timeout $(cap 300) compute-sanitizer --tool memcheck --error-exitcode 9 \
+  timeout "$(cap 300)" compute-sanitizer --tool memcheck --error-exitcode 9 \
     "$CLI" check --device cuda --quick >"$LOGS/memcheck.log" 2>&1
   rc=$?
   record memcheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck.log" | tail -n 1)"
-  timeout $(cap 300) compute-sanitizer --tool racecheck --error-exitcode 9 \
+  timeout "$(cap 300)" compute-sanitizer --tool racecheck --error-exitcode 9 \
     "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck.log" 2>&1
   rc=$?
   record racecheck "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck.log" | tail -n 1)"
@@ -230,21 +249,32 @@ stage_sanitize() {
   if [ "$hopper" = ok ]; then
     # The wgmma forward and backward (forced): memcheck on the quick list, racecheck on the pattern cases.
     # shellcheck disable=SC2046
-    env $(hopper_env) timeout $(cap 300) compute-sanitizer --tool memcheck \
+    env $(hopper_env) timeout "$(cap 300)" compute-sanitizer --tool memcheck \
       --error-exitcode 9 "$CLI" check --device cuda --quick >"$LOGS/memcheck128h.log" 2>&1
     rc=$?
     record memcheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck128h.log" | tail -n 1)"
     # shellcheck disable=SC2046
-    env $(hopper_env) timeout $(cap 300) compute-sanitizer --tool racecheck \
+    env $(hopper_env) timeout "$(cap 300)" compute-sanitizer --tool racecheck \
       --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/racecheck128h.log" 2>&1
     rc=$?
     record racecheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'RACECHECK SUMMARY|ERROR SUMMARY' "$LOGS/racecheck128h.log" | tail -n 1)"
     # The Hopper forward orders its warpgroups with a named barrier: synccheck checks its use.
     # shellcheck disable=SC2046
-    env $(hopper_env) timeout $(cap 200) compute-sanitizer --tool synccheck \
+    env $(hopper_env) timeout "$(cap 200)" compute-sanitizer --tool synccheck \
       --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/synccheck128h.log" 2>&1
     rc=$?
     record synccheck128h "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/synccheck128h.log" | tail -n 1)"
+  fi
+  if [ "$hopper_fwdk" = ok ]; then
+    # The forward on 128 x 128 tiles: memcheck on the quick list, synccheck on the pattern cases.
+    LONGATTN_CUDA_FORWARD_TILE=128hk timeout "$(cap 300)" compute-sanitizer --tool memcheck \
+      --error-exitcode 9 "$CLI" check --device cuda --quick >"$LOGS/memcheck128hk.log" 2>&1
+    rc=$?
+    record memcheck128hk "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/memcheck128hk.log" | tail -n 1)"
+    LONGATTN_CUDA_FORWARD_TILE=128hk timeout "$(cap 200)" compute-sanitizer --tool synccheck \
+      --error-exitcode 9 "$CLI" check --device cuda --quick --filter pattern >"$LOGS/synccheck128hk.log" 2>&1
+    rc=$?
+    record synccheck128hk "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -E 'ERROR SUMMARY' "$LOGS/synccheck128hk.log" | tail -n 1)"
   fi
 }
 
@@ -252,7 +282,7 @@ stage_bench() {
   stage "longattn bench --device cuda --suite gpu"
   hopper_probe
   # shellcheck disable=SC2086
-  timeout $(cap 420) "$CLI" bench --device cuda --suite gpu --reps 5 ${BENCH_ARGS:-} \
+  timeout "$(cap 420)" "$CLI" bench --device cuda --suite gpu --reps 5 ${BENCH_ARGS:-} \
     --json "$OUT/longattn_gpu.json" >"$LOGS/bench.log" 2>&1
   rc=$?
   record bench "$([ $rc -eq 0 ] && echo ok || echo FAIL)" "$(grep -c '^fwd\|^bwd' "$LOGS/bench.log") rows"
@@ -262,7 +292,7 @@ stage_bench() {
   for shape in "16 16384 128" "32 16384 64" "16 4096 128"; do
     read -r heads len dim <<<"$shape"
     for tile in $(hopper_tile) 64 128t 128w; do
-      LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
+      LONGATTN_CUDA_FORWARD_TILE=$tile timeout "$(cap 120)" "$CLI" bench --device cuda --dtype bf16 \
         --B 1 --H "$heads" --S "$len" --D "$dim" --mask full,causal --fwd --reps 5 --no-check \
         >"$LOGS/bench_tile${tile}_S${len}_D$dim.log" 2>&1
       record "tile$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "S=$len D=$dim: $(grep '^fwd' \
@@ -271,7 +301,7 @@ stage_bench() {
   done
   # The sparse masks that trail Flex most, on each forward tile (the rule takes 128 rows there).
   for tile in $(hopper_tile) 64 128t; do
-    LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
+    LONGATTN_CUDA_FORWARD_TILE=$tile timeout "$(cap 120)" "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 64 --Hkv 8 --S 16384 --D 128 --mask sliding_window_causal,causal_document --fwd \
       --reps 5 --no-check >"$LOGS/bench_masks_tile$tile.log" 2>&1
     record "masks$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(grep '^fwd' \
@@ -283,7 +313,7 @@ stage_bench() {
   for run in spans1 bitmask spans2; do
     spans=1
     [ "$run" = bitmask ] && spans=0
-    LONGATTN_CUDA_ROW_SPANS=$spans timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 \
+    LONGATTN_CUDA_ROW_SPANS=$spans timeout "$(cap 120)" "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 64 --Hkv 8 --S 16384 --D 128 \
       --mask sliding_window_causal,causal_document,sliding_window --fwd --reps 5 --no-check \
       >"$LOGS/bench_masks_$run.log" 2>&1
@@ -299,7 +329,7 @@ stage_bench() {
     [ "$mode" = fast ] && tile=128
     [ "$mode" = fasth ] && tile=128h
     # shellcheck disable=SC2086
-    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 120) "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
+    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout "$(cap 120)" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
       --mask full,causal --bwd --reps 5 --no-check $flag >"$LOGS/bench_bwd_$mode.log" 2>&1
     record "bwd_$mode" "$([ $? -eq 0 ] && echo ok || echo FAIL)" \
       "$(grep '^bwd' "$LOGS/bench_bwd_$mode.log" | awk '{printf "%s %s TFLOP/s; ", $2, $12}')"
@@ -310,7 +340,7 @@ stage_anchors() {
   anchors=.gpudeps/anchors
   [ -d "$anchors" ] || anchors=../shared/anchors
   stage "anchors: $anchors/anchors_gpu.py (SDPA flash and cuDNN, the same job)"
-  PYTHONUNBUFFERED=1 timeout $(cap 300) python3 "$anchors/anchors_gpu.py" --only ceiling,fwd,bwd,decode \
+  PYTHONUNBUFFERED=1 timeout "$(cap 300)" python3 "$anchors/anchors_gpu.py" --only ceiling,fwd,bwd,decode \
     --S 16384 --json "$OUT/anchors.json" >"$LOGS/anchors.log" 2>&1
   record anchors "$([ $? -eq 0 ] && echo ok || echo FAIL)" "anchors_gpu.py"
 }
@@ -319,7 +349,7 @@ stage_flex() {
   anchors=.gpudeps/anchors
   [ -d "$anchors" ] || anchors=../shared/anchors
   stage "anchors: $anchors/longca_masks_flex.py (FlexAttention, the twelve masks)"
-  PYTHONUNBUFFERED=1 timeout $(cap 400) python3 "$anchors/longca_masks_flex.py" --S 16384 \
+  PYTHONUNBUFFERED=1 timeout "$(cap 400)" python3 "$anchors/longca_masks_flex.py" --S 16384 \
     --json "$OUT/flex_masks.json" >"$LOGS/flex.log" 2>&1
   record flex "$([ $? -eq 0 ] && echo ok || echo FAIL)" "longca_masks_flex.py"
 }
@@ -333,7 +363,7 @@ stage_profile() {
             --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy
             --section LaunchStats)
   for tile in $(hopper_tile) 64 128t 128w; do
-    LONGATTN_CUDA_FORWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"forward_(mma|wgmma)" \
+    LONGATTN_CUDA_FORWARD_TILE=$tile timeout "$(cap 240)" ncu --kernel-name regex:"forward_(mma|wgmma)" \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 1 --H 16 --S 16384 --D 128 --mask causal --fwd --reps 1 --no-check \
       >"$LOGS/ncu_fwd_tile$tile.txt" 2>&1
@@ -342,13 +372,13 @@ stage_profile() {
   # The second call of each: fast mode launches dK/dV (with atomic dQ) alone, on 128- and on
   # 64-key tiles; deterministic mode dK/dV then dQ.
   for tile in $(hopper_bwd_tile) 128 64; do
-    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout $(cap 240) ncu --kernel-name regex:"dkdv_mma|backward_wgmma" \
+    LONGATTN_CUDA_BACKWARD_TILE=$tile timeout "$(cap 240)" ncu --kernel-name regex:"dkdv_mma|backward_wgmma" \
       --launch-skip 1 --launch-count 1 "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 \
       --B 2 --H 16 --S 8192 --D 128 --mask causal --bwd --reps 1 --no-check \
       >"$LOGS/ncu_bwd_tile$tile.txt" 2>&1
     record "ncubwd$tile" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd_tile$tile.txt"
   done
-  timeout $(cap 240) ncu --kernel-name regex:"dkdv_mma|dq_mma" --launch-skip 2 --launch-count 2 \
+  timeout "$(cap 240)" ncu --kernel-name regex:"dkdv_mma|dq_mma" --launch-skip 2 --launch-count 2 \
     "${sections[@]}" "$CLI" bench --device cuda --dtype bf16 --B 2 --H 16 --S 8192 --D 128 \
     --mask causal --bwd --reps 1 --no-check --deterministic >"$LOGS/ncu_bwd_det.txt" 2>&1
   record ncubwdet "$([ $? -eq 0 ] && echo ok || echo FAIL)" "ncu_bwd_det.txt"
@@ -366,10 +396,10 @@ stage_hotspots() {
   for run in "${runs[@]}"; do
     IFS='|' read -r name kernel args <<<"$run"
     # shellcheck disable=SC2086
-    timeout $(cap 200) ncu --kernel-name regex:"$kernel" --launch-skip 1 --launch-count 1 \
+    timeout "$(cap 200)" ncu --kernel-name regex:"$kernel" --launch-skip 1 --launch-count 1 \
       --section SourceCounters --section WarpStateStats --import-source no -f -o "$LOGS/hot_$name" \
       "$CLI" bench --device cuda --dtype bf16 $args --reps 1 --no-check >"$LOGS/hot_$name.log" 2>&1
-    timeout $(cap 60) ncu --import "$LOGS/hot_$name.ncu-rep" --page source --csv --print-source sass \
+    timeout "$(cap 60)" ncu --import "$LOGS/hot_$name.ncu-rep" --page source --csv --print-source sass \
       >"$LOGS/hot_$name.csv" 2>>"$LOGS/hot_$name.log"
     python3 bench/ncu_hotspots.py "$LOGS/hot_$name.csv" >"$LOGS/hot_$name.txt" 2>&1
     record "hot_$name" "$([ $? -eq 0 ] && echo ok || echo FAIL)" "hot_$name.txt"
@@ -383,24 +413,24 @@ stage_python() {
   # the CUDA build; else build there (no network: the installed scikit-build-core and nanobind).
   wheel=$(ls .gpudeps/wheels/longattn-*-cp312-*.whl 2>/dev/null | head -n 1)
   if [ -n "$wheel" ] && python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then
-    timeout $(cap 120) python3 -m pip install -q --no-deps --force-reinstall "$wheel" >"$LOGS/pip.log" 2>&1
+    timeout "$(cap 120)" python3 -m pip install -q --no-deps --force-reinstall "$wheel" >"$LOGS/pip.log" 2>&1
     record pip "$([ $? -eq 0 ] && echo ok || echo FAIL)" "pip install $(basename "$wheel")"
   else
-    timeout $(cap 400) python3 -m pip install -q --no-build-isolation --no-deps . \
+    timeout "$(cap 400)" python3 -m pip install -q --no-build-isolation --no-deps . \
       -C cmake.define.CMAKE_CUDA_ARCHITECTURES="$ARCHS" -C cmake.define.LONGATTN_CUDA_KERNELS="$KERNELS" \
       >"$LOGS/pip.log" 2>&1
     record pip "$([ $? -eq 0 ] && echo ok || echo FAIL)" "pip install ."
   fi
-  (cd python/tests && timeout $(cap 300) python3 -m pytest -q -p no:cacheprovider . >"$LOGS/pytest.log" 2>&1)
+  (cd python/tests && timeout "$(cap 300)" python3 -m pytest -q -p no:cacheprovider . >"$LOGS/pytest.log" 2>&1)
   record pytest "$([ $? -eq 0 ] && echo ok || echo FAIL)" "$(tail -n 1 "$LOGS/pytest.log")"
-  PYTHONUNBUFFERED=1 timeout $(cap 300) python3 bench/compare.py --device cuda --dtype bfloat16 \
+  PYTHONUNBUFFERED=1 timeout "$(cap 300)" python3 bench/compare.py --device cuda --dtype bfloat16 \
     --S 4096,16384 --Hq 16 --Hkv 16 --json "$OUT/compare.json" >"$LOGS/compare.log" 2>&1
   record compare "$([ $? -eq 0 ] && echo ok || echo FAIL)" "bench/compare.py (table in compare.log)"
   tail -n 30 "$LOGS/compare.log"
   # Generation loops: a KV cache growing by one token per step against a fixed length (the host
   # cost of a new length: schedule build, stream-ordered upload, no device-wide sync).
   for shape in "--B 16 --kv 32768 --steps 100" "--B 1 --kv 4096 --steps 300"; do
-    PYTHONUNBUFFERED=1 timeout $(cap 120) python3 bench/decode_loop.py --device cuda $shape \
+    PYTHONUNBUFFERED=1 timeout "$(cap 120)" python3 bench/decode_loop.py --device cuda $shape \
       >>"$LOGS/decode_loop.log" 2>&1
     record decode_loop "$([ $? -eq 0 ] && echo ok || echo FAIL)" "bench/decode_loop.py $shape"
   done
