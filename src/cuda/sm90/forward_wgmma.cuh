@@ -220,8 +220,10 @@ __device__ __forceinline__ bool forward_wgmma_item(const AttnParams& p, int item
     wgmma_commit();
     issue_pv();
     // Warpgroup 0: once warpgroup 1 is done with tile i - 1 (then also past its issue of tile
-    // i - 1), let it issue tile i, and load tile i + 1 into the stage of tile i - 2 (whose P.V
-    // retired in tile i - 1 in both warpgroups) while S and the owed P.V run.
+    // i - 1), let it issue tile i, and load tile i + 1 while S and the owed P.V run: its K into
+    // the stage of tile i - 1 (S(i - 1) retired in both warpgroups: warpgroup 1's before its
+    // stage-free arrival), its V into the stage of tile i - 2 (P.V(i - 2) retired in both). So
+    // the copies must stay below the stage-free wait (a plant above it fails the dtype cases).
     named_barrier_sync_if(loader && i > 0, kStageFreeBarrier, Tr::kThreads);
     named_barrier_arrive_if(loader, kIssueOrderBarrier, Tr::kThreads);
     if (loader && i + 1 < entries) issue_kv(kt_prefetch, i + 1);
