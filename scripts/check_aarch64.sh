@@ -27,7 +27,8 @@ export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
 # creation, a plain std::thread included; on an Arm host the engine runs threaded as anywhere.
 export OMP_NUM_THREADS=1
 cli=build/aarch64/longattn
-file "$cli" | grep -q "ARM aarch64" || { echo "check_aarch64: $cli is not an aarch64 program"; exit 1; }
+aarch64-linux-gnu-readelf -h "$cli" | grep -q "Machine: *AArch64" ||
+  { echo "check_aarch64: $cli is not an aarch64 program"; exit 1; }
 qemu-aarch64 "$cli" info
 if [ "${1:-}" = "--full" ]; then
   ctest --preset aarch64
