@@ -618,10 +618,7 @@ const MmaKernel* tensor_core_kernel(const Problem& p, MmaKind kind) {
       (!aligned16(p.dout) || !aligned16(p.dq) || !aligned16(p.dk) || !aligned16(p.dv))) {
     return nullptr;
   }
-  // The wgmma kernels are sm_90a code: compute capability 9.0 alone.
-  if ((kind == MmaKind::kForwardHopper || kind == MmaKind::kForwardHopperWide ||
-       kind == MmaKind::kBackwardHopper) &&
-      (props(p.device_index).major != 9 || props(p.device_index).minor != 0)) {
+  if (is_wgmma(kind) && (props(p.device_index).major != 9 || props(p.device_index).minor != 0)) {
     return nullptr;
   }
   return find_mma(kind, elem_of(p.dtype), static_cast<int>(p.dim));
@@ -834,7 +831,7 @@ std::string describe_kernels(const Problem& p) {
     const BackwardChoice c = choose_backward(p, base_params(p, table), !p.deterministic);
     if (c.mma == nullptr) return "generic SIMT kernels, tile 16x32";
     tile_k = c.tile_k;
-    if (c.mma->kind == MmaKind::kBackwardHopper) {
+    if (is_wgmma(c.mma->kind)) {
       return "tensor cores (wgmma, sm_90a), tile " + std::to_string(c.tile_q) + "x" +
              std::to_string(c.tile_k);
     }
@@ -844,7 +841,7 @@ std::string describe_kernels(const Problem& p) {
     tile_q = c.tile_q;
     tile_k = c.tile_k;
     if (c.mma->kind == MmaKind::kForwardTall) shape = ", 32 rows per warp";
-    if (c.mma->kind == MmaKind::kForwardHopper || c.mma->kind == MmaKind::kForwardHopperWide) {
+    if (is_wgmma(c.mma->kind)) {
       return "tensor cores (wgmma, sm_90a), tile " + std::to_string(c.tile_q) + "x" +
              std::to_string(c.tile_k);
     }

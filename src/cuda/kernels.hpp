@@ -80,8 +80,8 @@ cudaError_t launch_backward_mma(const AttnParams& p, int grid, cudaStream_t stre
 /// Which pass a compiled tensor-core kernel implements (kForwardWide: 128-row query tiles on 8
 /// warps; kForwardTall: 128-row query tiles on 4 warps of 32 rows; kForwardHopper: 128 x 64
 /// tiles on 2 warpgroups with wgmma, sm_90 only; kForwardHopperWide: the same on 128 x 128
-/// tiles; kBackwardWide: the fast backward on
-/// 128-key tiles; kBackwardHopper: the same with wgmma on 2 warpgroups, sm_90 only).
+/// tiles; kBackwardWide: the fast backward on 128-key tiles; kBackwardHopper: the same with
+/// wgmma on 2 warpgroups, sm_90 only).
 enum class MmaKind : std::uint8_t {
   kForward,
   kForwardWide,
@@ -92,6 +92,12 @@ enum class MmaKind : std::uint8_t {
   kBackwardWide,
   kBackwardHopper
 };
+
+/// Whether `kind` is a wgmma kernel (sm_90a code, compute capability 9.0 alone).
+constexpr bool is_wgmma(MmaKind kind) {
+  return kind == MmaKind::kForwardHopper || kind == MmaKind::kForwardHopperWide ||
+         kind == MmaKind::kBackwardHopper;
+}
 
 /// One compiled tensor-core kernel.
 struct MmaKernel {
