@@ -494,6 +494,7 @@ AttnParams base_params(const Problem& p, std::vector<BatchEntry>& table) {
   a.softmax = p.score == ScoreFn::kSoftmax;
   a.scale = p.scale;
   a.softcap = p.softcap;
+  a.softcap_inverse = p.softcap > 0.0F ? 1.0F / p.softcap : 0.0F;
   a.sigmoid_bias = p.sigmoid_bias;
   table.resize(static_cast<std::size_t>(p.batch));
   std::int64_t rows = 0;

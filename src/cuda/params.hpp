@@ -100,7 +100,8 @@ struct AttnParams {
   /// head, head-major (row = g * sq + i); RowWork::h is the group's first head, qt is 0.
   bool pack_gqa = false;
   float scale = 1.0F;
-  float softcap = 0.0F;  // 0 = off
+  float softcap = 0.0F;          // 0 = off
+  float softcap_inverse = 0.0F;  // 1 / softcap (0 when off): a multiply, not a division, per score
   float sigmoid_bias = 0.0F;
   const float* sink_logits = nullptr;  // device [hq] or null
 

@@ -125,7 +125,7 @@ __device__ __forceinline__ float exp2_ftz(float x) {
 /// The logit transform shared by forward and backward: softcap (c * tanh(x / c)).
 __device__ __forceinline__ float capped_logit(const AttnParams& p, float dot) {
   const float x = dot * p.scale;
-  return p.softcap > 0.0F ? p.softcap * tanhf(x / p.softcap) : x;
+  return p.softcap > 0.0F ? p.softcap * tanhf(x * p.softcap_inverse) : x;
 }
 
 /// The schedule of (batch entry b, head h): its slot and the slot's first entry in the
@@ -216,7 +216,7 @@ __device__ __forceinline__ void pair_gradient(const AttnParams& p, float dot, fl
     ds = dp * pr * (1.0F - pr);
   }
   if (p.softcap > 0.0F) {
-    const float t = x / p.softcap;
+    const float t = x * p.softcap_inverse;  // tanh(raw / softcap)
     ds *= 1.0F - t * t;
   }
   prob = visible ? pr : 0.0F;
