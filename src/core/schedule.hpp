@@ -31,6 +31,11 @@ struct TileSchedule {
   std::int64_t area = 0;  // visible (query, key) pairs
 
   [[nodiscard]] std::int64_t words_per_row() const { return (tile_q + 63) / 64; }
+  /// PARTIAL tiles (bitmasks) in `bits`.
+  [[nodiscard]] std::int64_t partial_tiles() const {
+    const std::int64_t tile_words = tile_k * words_per_row();
+    return tile_words > 0 ? static_cast<std::int64_t>(bits.size()) / tile_words : 0;
+  }
   [[nodiscard]] const std::uint64_t* tile_bits(std::int32_t index) const {
     return bits.data() +
            static_cast<std::size_t>(index) * static_cast<std::size_t>(tile_k * words_per_row());

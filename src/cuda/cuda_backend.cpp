@@ -337,8 +337,11 @@ std::unique_ptr<DeviceWork> build_device_work(const Problem& p,
     key_tile.insert(key_tile.end(), s->key_tile.begin(), s->key_tile.end());
     row_bits.insert(row_bits.end(), s->bits_index.begin(), s->bits_index.end());
     bits.insert(bits.end(), s->bits.begin(), s->bits.end());
-    std::vector<std::uint32_t> spans = partial_tile_row_spans(*s);
-    if (!row_spans_enabled()) std::fill(spans.begin(), spans.end(), kRowSpanUseBits);
+    const std::vector<std::uint32_t> spans =
+        row_spans_enabled()
+            ? partial_tile_row_spans(*s)
+            : std::vector<std::uint32_t>(static_cast<std::size_t>(s->partial_tiles() * s->tile_q),
+                                         kRowSpanUseBits);
     row_spans.insert(row_spans.end(), spans.begin(), spans.end());
     if (!backward) continue;  // the forward walks the row schedules only
     columns.push_back(transpose_schedule(*s));

@@ -186,8 +186,7 @@ bool wide_tiles_finish_sooner(std::int64_t wide_items, std::int64_t wide_slots,
 
 std::vector<std::uint32_t> partial_tile_row_spans(const TileSchedule& s) {
   const std::int64_t wpr = s.words_per_row();
-  const std::int64_t tile_words = s.tile_k * wpr;
-  const auto tiles = tile_words > 0 ? static_cast<std::int64_t>(s.bits.size()) / tile_words : 0;
+  const std::int64_t tiles = s.partial_tiles();
   std::vector<std::uint32_t> spans(static_cast<std::size_t>(tiles * s.tile_q), 0);
   std::vector<std::uint32_t> lo(64), hi(64);
   for (std::int64_t t = 0; t < tiles; ++t) {
