@@ -2,10 +2,14 @@
 // Self-test of the CUDA emulator (src/cuda/emu), built only with LONGATTN_CUDA_EMULATOR: the
 // fragment layouts of ldmatrix + mma and of wgmma (SW128 descriptors, both majors, A from
 // registers) against a scalar product, shuffles, __syncthreads_or,
-// cp.async poisoning, and that a divergent warp, a deadlock, and too much dynamic shared
-// memory fail the launch. Exit status 0 when every check holds.
+// cp.async poisoning, the thread orders of LONGATTN_EMU_SCHEDULE, and that a divergent warp, a
+// deadlock, and too much dynamic shared memory fail the launch. Exit status 0 when every check
+// holds.
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "cuda/common/device.cuh"
@@ -376,6 +380,79 @@ void test_async_proxy() {
          "wgmma issued before the barrier that publishes its operands fails");
 }
 
+// ---- thread orders: which warp runs when, between warp collectives ----
+constexpr int kOrderWarps = 4;
+constexpr int kOrderRounds = 6;
+// p.out: [0] the log's length, then the warp of each round's lane 0 in the order they ran (the
+// emulator runs one thread at a time, so the plain increment is safe).
+void order_kernel(const AttnParams p) {
+  auto* log = static_cast<int*>(p.out);
+  const int tid = static_cast<int>(threadIdx.x);
+  for (int round = 0; round < kOrderRounds; ++round) {
+    (void)__shfl_sync(0xffffffffU, tid, 0);  // every lane of the warp: a point where it yields
+    if (tid % 32 == 0) log[1 + log[0]++] = tid / 32;
+  }
+}
+
+/// The warp order of one launch under LONGATTN_EMU_SCHEDULE=`order` (empty: unset); empty when
+/// the launch failed.
+std::vector<int> warp_order(const char* order) {
+  if (*order != '\0') {
+    setenv("LONGATTN_EMU_SCHEDULE", order, 1);
+  } else {
+    unsetenv("LONGATTN_EMU_SCHEDULE");
+  }
+  std::vector<int> log(1 + kOrderWarps * kOrderRounds, 0);
+  AttnParams p{};
+  p.out = log.data();
+  launch_kernel(order_kernel, dim3(1), dim3(32 * kOrderWarps), 0, nullptr, p);
+  unsetenv("LONGATTN_EMU_SCHEDULE");
+  if (cudaGetLastError() != cudaSuccess || log[0] != kOrderWarps * kOrderRounds) return {};
+  return {log.begin() + 1, log.end()};
+}
+
+/// Warp w's rounds all in a row, in warp order `first, first + step, ...`.
+std::vector<int> warp_by_warp(int first, int step) {
+  std::vector<int> out;
+  for (int w = first; w >= 0 && w < kOrderWarps; w += step) out.insert(out.end(), kOrderRounds, w);
+  return out;
+}
+
+void test_schedule_orders() {
+  const char* saved = std::getenv("LONGATTN_EMU_SCHEDULE");
+  const std::string restore = saved != nullptr ? saved : "";
+  expect(warp_order("") == warp_by_warp(0, 1) && warp_order("forward") == warp_by_warp(0, 1),
+         "forward order (default): warp 0 runs ahead, then warp 1, ...");
+  expect(warp_order("reverse") == warp_by_warp(kOrderWarps - 1, -1),
+         "reverse order: the last warp runs ahead, then the one before, ...");
+  // random:SEED: the same interleaving for the same seed; warps interleaved between
+  // collectives for most seeds (each block draws how long it stays on a warp).
+  bool repeatable = true;
+  bool complete = true;
+  int interleaved = 0;
+  std::vector<std::vector<int>> seen;
+  for (int seed = 1; seed <= 8; ++seed) {
+    const std::string order = "random:" + std::to_string(seed);
+    const std::vector<int> a = warp_order(order.c_str());
+    repeatable &= a == warp_order(order.c_str());
+    for (int w = 0; w < kOrderWarps; ++w) {
+      complete &= static_cast<int>(std::count(a.begin(), a.end(), w)) == kOrderRounds;
+    }
+    int runs = 1;  // maximal runs of one warp; kOrderWarps when warp by warp
+    for (std::size_t i = 1; i < a.size(); ++i) runs += a[i] != a[i - 1] ? 1 : 0;
+    interleaved += runs > kOrderWarps ? 1 : 0;
+    seen.push_back(a);
+  }
+  expect(complete && repeatable, "random order: every round runs; a seed repeats its order");
+  expect(interleaved >= 4 && seen[0] != seen[1],
+         "random order: warps interleave between collectives, differently per seed");
+  expect(warp_order("random") == warp_order("random:1"), "random is random:1");
+  std::fprintf(stderr, "(the two emulator diagnostics below are expected)\n");
+  expect(warp_order("random:x").empty() && warp_order("sideways").empty(),
+         "an unknown LONGATTN_EMU_SCHEDULE fails the launch");
+  if (!restore.empty()) setenv("LONGATTN_EMU_SCHEDULE", restore.c_str(), 1);
+}
+
 void test_faults() {
   const AttnParams p{};
   std::fprintf(stderr, "(the four emulator diagnostics below are expected)\n");
@@ -404,6 +481,7 @@ int main() {
   test_shuffles();
   test_cp_async();
   test_named_barriers();
+  test_schedule_orders();
   test_async_proxy();
   test_faults();
   std::printf("%s\n", failures == 0 ? "emulator self-test: all ok" : "emulator self-test: FAILED");

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -206,6 +207,35 @@ struct Warp {
   const char* tags[2][32] = {};
 };
 
+/// The order in which the scheduler resumes runnable threads (LONGATTN_EMU_SCHEDULE).
+enum class ScheduleOrder { kForward, kReverse, kRandom };
+
+/// LONGATTN_EMU_SCHEDULE=random[:SEED]: a seeded random interleaving. At each decision the
+/// scheduler stays on the warp it ran last with a per-block probability (from fine interleaving,
+/// a switch every other step, to long runs like the greedy orders but with warps in random order),
+/// else it moves to a random warp with a runnable thread; within a warp it resumes a random
+/// runnable lane. Each block draws its own stream from the seed, so a failure repeats with it.
+struct RandomScheduler {
+  std::uint64_t state = 0;
+  int stay_permille = 0;
+  int warp = -1;  // the warp resumed last
+  /// splitmix64: small, and good enough to pick threads.
+  std::uint64_t next() {
+    std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  int below(int n) { return static_cast<int>(next() % static_cast<std::uint64_t>(n)); }
+  void start_block(std::uint64_t seed, std::uint64_t block_linear) {
+    state = seed * 0x2545f4914f6cdd1dULL + block_linear;
+    (void)next();
+    static constexpr int kStayPermille[] = {500, 900, 990, 999};
+    stay_permille = kStayPermille[below(4)];
+    warp = -1;
+  }
+};
+
 struct Launch {
   Kernel kernel = nullptr;
   const detail::cuda::AttnParams* params = nullptr;
@@ -232,7 +262,9 @@ struct Launch {
   Context scheduler;
   Fiber* current = nullptr;
   bool failed = false;
-  bool reverse = false;
+  ScheduleOrder order = ScheduleOrder::kForward;
+  std::uint64_t seed = 0;  // of ScheduleOrder::kRandom
+  RandomScheduler random;
   std::string failure;
 };
 
@@ -342,6 +374,8 @@ bool run_block(Launch& launch) {
   // LONGATTN_EMU_SCHEDULE=reverse). One warp thus runs ahead to the next __syncthreads before
   // the next warp starts, the most skewed interleaving a block can have, so a missing barrier
   // (a buffer refilled while another warp still reads it) shows in one order or the other.
+  // LONGATTN_EMU_SCHEDULE=random:SEED interleaves warps (and lanes) at random instead
+  // (RandomScheduler), for races that neither greedy order exposes.
   auto runnable = [&launch](const Fiber& f) {
     switch (f.state) {
       case State::kDone:
@@ -357,13 +391,53 @@ bool run_block(Launch& launch) {
         return true;
     }
   };
+  // A random runnable lane of warp w, or null.
+  auto random_lane = [&launch, &runnable](int w) -> Fiber* {
+    Fiber* lanes[32];
+    int count = 0;
+    for (int n = 32 * w; n < 32 * (w + 1); ++n) {
+      Fiber& f = launch.fibers[static_cast<std::size_t>(n)];
+      if (runnable(f)) lanes[count++] = &f;
+    }
+    return count == 0 ? nullptr : lanes[launch.random.below(count)];
+  };
+  auto pick_random = [&launch, &runnable, &random_lane]() -> Fiber* {
+    RandomScheduler& r = launch.random;
+    if (r.warp >= 0 && r.below(1000) < r.stay_permille) {
+      if (Fiber* f = random_lane(r.warp)) return f;
+    }
+    int warps[32];  // at most 1024 threads
+    int count = 0;
+    for (std::size_t w = 0; w < launch.warps.size(); ++w) {
+      for (std::size_t n = 32 * w; n < 32 * (w + 1); ++n) {
+        if (runnable(launch.fibers[n])) {
+          warps[count++] = static_cast<int>(w);
+          break;
+        }
+      }
+    }
+    if (count == 0) return nullptr;
+    r.warp = warps[r.below(count)];
+    return random_lane(r.warp);
+  };
+  if (launch.order == ScheduleOrder::kRandom) {
+    const uint3& b = launch.block_index;
+    launch.random.start_block(launch.seed,
+                              b.x + static_cast<std::uint64_t>(launch.grid.x) *
+                                        (b.y + static_cast<std::uint64_t>(launch.grid.y) * b.z));
+  }
   while (launch.live > 0) {
     Fiber* next = nullptr;
-    for (int n = launch.scan_from; n < threads && next == nullptr; ++n) {
-      Fiber& f = launch.fibers[static_cast<std::size_t>(launch.reverse ? threads - 1 - n : n)];
-      if (runnable(f)) {
-        next = &f;
-        launch.scan_from = n;
+    if (launch.order == ScheduleOrder::kRandom) {
+      next = pick_random();
+    } else {
+      for (int n = launch.scan_from; n < threads && next == nullptr; ++n) {
+        Fiber& f = launch.fibers[static_cast<std::size_t>(
+            launch.order == ScheduleOrder::kReverse ? threads - 1 - n : n)];
+        if (runnable(f)) {
+          next = &f;
+          launch.scan_from = n;
+        }
       }
     }
     if (next == nullptr) {
@@ -501,8 +575,9 @@ const unsigned char* warp_exchange(const void* mine, std::size_t bytes, const ch
     } else {
       ++g_stats.shuffles;
     }
-    const int first = l.reverse ? static_cast<int>(l.fibers.size()) - 32 * (f.linear / 32 + 1)
-                                : 32 * (f.linear / 32);
+    const int first = l.order == ScheduleOrder::kReverse
+                          ? static_cast<int>(l.fibers.size()) - 32 * (f.linear / 32 + 1)
+                          : 32 * (f.linear / 32);
     l.scan_from = std::min(l.scan_from, first);
   } else {
     f.state = State::kWaitWarp;
@@ -616,6 +691,39 @@ std::uint16_t async_proxy_load_b16(std::uintptr_t address, const char* what) {
   return now;
 }
 
+namespace {
+/// LONGATTN_EMU_SCHEDULE: unset, empty or "forward"; "reverse"; "random" or "random:SEED" (a
+/// decimal seed, default 1). False, with a message, for anything else.
+bool parse_schedule_order(const char* text, ScheduleOrder& order, std::uint64_t& seed) {
+  order = ScheduleOrder::kForward;
+  seed = 1;
+  if (text == nullptr || *text == '\0' || std::strcmp(text, "forward") == 0) return true;
+  if (std::strcmp(text, "reverse") == 0) {
+    order = ScheduleOrder::kReverse;
+    return true;
+  }
+  if (std::strncmp(text, "random", 6) == 0) {
+    const char* rest = text + 6;
+    if (*rest == '\0') {
+      order = ScheduleOrder::kRandom;
+      return true;
+    }
+    if (*rest == ':' && rest[1] != '\0' &&
+        std::strspn(rest + 1, "0123456789") == std::strlen(rest + 1) &&
+        std::strlen(rest + 1) <= 19) {
+      order = ScheduleOrder::kRandom;
+      seed = std::strtoull(rest + 1, nullptr, 10);
+      return true;
+    }
+  }
+  std::fprintf(stderr,
+               "longattn CUDA emulator: LONGATTN_EMU_SCHEDULE='%s', expected forward, reverse, "
+               "random or random:SEED (a decimal seed)\n",
+               text);
+  return false;
+}
+}  // namespace
+
 cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_smem,
                    const detail::cuda::AttnParams& params) {
   const std::lock_guard<std::mutex> lock(g_launch_mutex);
@@ -647,16 +755,9 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
   l.grid = grid;
   l.block = block;
   l.smem_bytes = dynamic_smem;
-  const char* order = std::getenv("LONGATTN_EMU_SCHEDULE");
-  if (order != nullptr && *order != '\0' && std::strcmp(order, "forward") != 0 &&
-      std::strcmp(order, "reverse") != 0) {
-    std::fprintf(stderr,
-                 "longattn CUDA emulator: LONGATTN_EMU_SCHEDULE='%s', expected forward "
-                 "or reverse\n",
-                 order);
+  if (!parse_schedule_order(std::getenv("LONGATTN_EMU_SCHEDULE"), l.order, l.seed)) {
     return record(cudaErrorInvalidValue);
   }
-  l.reverse = order != nullptr && std::strcmp(order, "reverse") == 0;
   l.smem.resize(dynamic_smem + 16);  // poisoned per block by run_block
   l.async_view.resize(l.smem.size());
   l.fibers.resize(static_cast<std::size_t>(threads));
