@@ -395,8 +395,10 @@ void order_kernel(const AttnParams p) {
 }
 
 /// The warp order of one launch under LONGATTN_EMU_SCHEDULE=`order` (empty: unset); empty when
-/// the launch failed.
-std::vector<int> warp_order(const char* order) {
+/// the launch failed. `first`: as the process's first launch (the random order also draws from
+/// the launch's number), else as the next one.
+std::vector<int> warp_order(const char* order, bool first = true) {
+  if (first) ::longattn::emu::restart_launch_numbering();
   if (*order != '\0') {
     setenv("LONGATTN_EMU_SCHEDULE", order, 1);
   } else {
@@ -430,11 +432,13 @@ void test_schedule_orders() {
   bool repeatable = true;
   bool complete = true;
   int interleaved = 0;
+  int relaunch_differs = 0;
   std::vector<std::vector<int>> seen;
   for (int seed = 1; seed <= 8; ++seed) {
     const std::string order = "random:" + std::to_string(seed);
     const std::vector<int> a = warp_order(order.c_str());
     repeatable &= a == warp_order(order.c_str());
+    relaunch_differs += a != warp_order(order.c_str(), false) ? 1 : 0;
     for (int w = 0; w < kOrderWarps; ++w) {
       complete &= static_cast<int>(std::count(a.begin(), a.end(), w)) == kOrderRounds;
     }
@@ -446,6 +450,7 @@ void test_schedule_orders() {
   expect(complete && repeatable, "random order: every round runs; a seed repeats its order");
   expect(interleaved >= 4 && seen[0] != seen[1],
          "random order: warps interleave between collectives, differently per seed");
+  expect(relaunch_differs >= 4, "random order: the next launch of a seed interleaves differently");
   expect(warp_order("random") == warp_order("random:1"), "random is random:1");
   std::fprintf(stderr, "(the two emulator diagnostics below are expected)\n");
   expect(warp_order("random:x").empty() && warp_order("sideways").empty(),

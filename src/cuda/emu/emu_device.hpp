@@ -119,6 +119,12 @@ using Kernel = void (*)(longattn::detail::cuda::AttnParams);
 cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_smem,
                    const longattn::detail::cuda::AttnParams& params);
 
+/// LONGATTN_EMU_SCHEDULE=random:SEED draws each launch's interleaving from the seed and the
+/// launch's number in the process (so a call repeated by the check driver runs another
+/// interleaving, and its determinism checks test order independence); this restarts the
+/// numbering (the self-test's repeatability check).
+void restart_launch_numbering();
+
 }  // namespace longattn::emu
 
 // ---- CUDA built-ins for host C++ (CUDA's own reserved names, on purpose) ----

@@ -214,7 +214,9 @@ enum class ScheduleOrder { kForward, kReverse, kRandom };
 /// scheduler stays on the warp it ran last with a per-block probability (from fine interleaving,
 /// a switch every other step, to long runs like the greedy orders but with warps in random order),
 /// else it moves to a random warp with a runnable thread; within a warp it resumes a random
-/// runnable lane. Each block draws its own stream from the seed, so a failure repeats with it.
+/// runnable lane. Each block of each launch draws its own stream from the seed, the launch's
+/// number in the process and the block's index: a repeated call interleaves differently, and
+/// the same command with the same seed fails the same way again.
 struct RandomScheduler {
   std::uint64_t state = 0;
   int stay_permille = 0;
@@ -227,8 +229,10 @@ struct RandomScheduler {
     return z ^ (z >> 31);
   }
   int below(int n) { return static_cast<int>(next() % static_cast<std::uint64_t>(n)); }
-  void start_block(std::uint64_t seed, std::uint64_t block_linear) {
-    state = seed * 0x2545f4914f6cdd1dULL + block_linear;
+  void start_block(std::uint64_t seed, std::uint64_t launch_number, std::uint64_t block_linear) {
+    state = seed * 0x2545f4914f6cdd1dULL;
+    state = next() ^ launch_number;
+    state = next() ^ block_linear;
     (void)next();
     static constexpr int kStayPermille[] = {500, 900, 990, 999};
     stay_permille = kStayPermille[below(4)];
@@ -263,7 +267,8 @@ struct Launch {
   Fiber* current = nullptr;
   bool failed = false;
   ScheduleOrder order = ScheduleOrder::kForward;
-  std::uint64_t seed = 0;  // of ScheduleOrder::kRandom
+  std::uint64_t seed = 0;           // of ScheduleOrder::kRandom
+  std::uint64_t launch_number = 0;  // launches before this one in the process
   RandomScheduler random;
   std::string failure;
 };
@@ -422,7 +427,7 @@ bool run_block(Launch& launch) {
   };
   if (launch.order == ScheduleOrder::kRandom) {
     const uint3& b = launch.block_index;
-    launch.random.start_block(launch.seed,
+    launch.random.start_block(launch.seed, launch.launch_number,
                               b.x + static_cast<std::uint64_t>(launch.grid.x) *
                                         (b.y + static_cast<std::uint64_t>(launch.grid.y) * b.z));
   }
@@ -461,6 +466,7 @@ bool run_block(Launch& launch) {
 }
 
 std::mutex g_launch_mutex;
+std::uint64_t g_launch_number = 0;  // under g_launch_mutex
 cudaError_t g_last_error = cudaSuccess;
 std::map<const void*, int> g_max_dynamic_smem;
 std::mutex g_event_mutex;
@@ -724,6 +730,11 @@ bool parse_schedule_order(const char* text, ScheduleOrder& order, std::uint64_t&
 }
 }  // namespace
 
+void restart_launch_numbering() {
+  const std::lock_guard<std::mutex> lock(g_launch_mutex);
+  g_launch_number = 0;
+}
+
 cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_smem,
                    const detail::cuda::AttnParams& params) {
   const std::lock_guard<std::mutex> lock(g_launch_mutex);
@@ -758,6 +769,7 @@ cudaError_t launch(Kernel kernel, dim3 grid, dim3 block, std::size_t dynamic_sme
   if (!parse_schedule_order(std::getenv("LONGATTN_EMU_SCHEDULE"), l.order, l.seed)) {
     return record(cudaErrorInvalidValue);
   }
+  l.launch_number = g_launch_number++;
   l.smem.resize(dynamic_smem + 16);  // poisoned per block by run_block
   l.async_view.resize(l.smem.size());
   l.fibers.resize(static_cast<std::size_t>(threads));
