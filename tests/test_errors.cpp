@@ -76,6 +76,7 @@ TEST(Errors, NameTheArgument) {
   expect_error([](Fixture& f) { f.opt.window_left = -5; }, "options.window_left", "expected -1");
   expect_error([](Fixture& f) { f.opt.num_sinks = -1; }, "options.num_sinks", ">= 0");
   expect_error([](Fixture& f) { f.opt.softcap = -1.0F; }, "options.softcap", ">= 0");
+  expect_error([](Fixture& f) { f.opt.softcap = 1e-40F; }, "options.softcap", "not subnormal");
   expect_error([](Fixture& f) { f.opt.scale = NAN; }, "options.scale", "finite");
   expect_error([](Fixture& f) { f.opt.score = ScoreFn::kSigmoid; }, "lse",
                "not defined for score=sigmoid");

@@ -60,7 +60,7 @@ struct AttentionOptions {
   std::int64_t num_sinks = 0;      ///< The first N keys bypass the window (never causality).
   /// Optional fp32 [Hq] learnable sink logits (an extra softmax term with no value).
   TensorView sink_logits;
-  float softcap = 0.0F;               ///< Logit softcap c (0 = off).
+  float softcap = 0.0F;               ///< Logit softcap c (0 = off; else a normal float).
   ScoreFn score = ScoreFn::kSoftmax;  ///< Score function.
   float sigmoid_bias = 0.0F;          ///< Bias b for ScoreFn::kSigmoid.
   const MaskSpec* mask = nullptr;     ///< Optional mask pattern (null = none). Not owned.

@@ -2,6 +2,8 @@
 // Argument validation: every check names the argument, the value and what was expected.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -431,9 +433,15 @@ Shapes fill_inputs(Problem& p, const TensorView& q, const TensorView& k, const T
     fail("options.num_sinks", "expected >= 0, got " + std::to_string(o.num_sinks));
   }
   p.num_sinks = o.num_sinks;
-  if (!(o.softcap >= 0.0F) || !std::isfinite(o.softcap)) {
-    fail("options.softcap",
-         "expected a finite value >= 0 (0 = off), got " + std::to_string(o.softcap));
+  // (Subnormal caps are refused: 1 / c, which the CUDA kernels multiply by, would overflow.)
+  if (!(o.softcap >= 0.0F) || !std::isfinite(o.softcap) ||
+      (o.softcap > 0.0F && o.softcap < std::numeric_limits<float>::min())) {
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  "expected >= 0 (0 = off), finite and not subnormal (>= %g when on), got %g",
+                  static_cast<double>(std::numeric_limits<float>::min()),
+                  static_cast<double>(o.softcap));
+    fail("options.softcap", text);
   }
   p.softcap = o.softcap;
   p.score = o.score;
