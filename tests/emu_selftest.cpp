@@ -394,23 +394,39 @@ void order_kernel(const AttnParams p) {
   }
 }
 
-/// The warp order of one launch under LONGATTN_EMU_SCHEDULE=`order` (empty: unset); empty when
-/// the launch failed. `first`: as the process's first launch (the random order also draws from
-/// the launch's number), else as the next one.
-std::vector<int> warp_order(const char* order, bool first = true) {
+// One warp: each lane logs its lane after a collective (in the greedy orders the lane that
+// completes the collective runs on first, then the others in scan order).
+void lane_order_kernel(const AttnParams p) {
+  auto* log = static_cast<int*>(p.out);
+  const int lane = static_cast<int>(threadIdx.x);
+  (void)__shfl_sync(0xffffffffU, lane, 0);
+  log[1 + log[0]++] = lane;
+}
+
+/// Runs `kernel` over `blocks` blocks of `threads` under LONGATTN_EMU_SCHEDULE=`order` (empty:
+/// unset) and returns its log (see order_kernel), empty when the launch failed or the log is
+/// not `entries` long. `first`: as the process's first launch (the random order also draws
+/// from the launch's number), else as the next one.
+std::vector<int> logged_order(void (*kernel)(AttnParams), int blocks, int threads, int entries,
+                              const char* order, bool first = true) {
   if (first) ::longattn::emu::restart_launch_numbering();
   if (*order != '\0') {
     setenv("LONGATTN_EMU_SCHEDULE", order, 1);
   } else {
     unsetenv("LONGATTN_EMU_SCHEDULE");
   }
-  std::vector<int> log(1 + kOrderWarps * kOrderRounds, 0);
+  std::vector<int> log(static_cast<std::size_t>(1 + entries), 0);
   AttnParams p{};
   p.out = log.data();
-  launch_kernel(order_kernel, dim3(1), dim3(32 * kOrderWarps), 0, nullptr, p);
+  launch_kernel(kernel, dim3(blocks), dim3(threads), 0, nullptr, p);
   unsetenv("LONGATTN_EMU_SCHEDULE");
-  if (cudaGetLastError() != cudaSuccess || log[0] != kOrderWarps * kOrderRounds) return {};
+  if (cudaGetLastError() != cudaSuccess || log[0] != entries) return {};
   return {log.begin() + 1, log.end()};
+}
+
+/// The warp order of one block of order_kernel.
+std::vector<int> warp_order(const char* order, bool first = true) {
+  return logged_order(order_kernel, 1, 32 * kOrderWarps, kOrderWarps * kOrderRounds, order, first);
 }
 
 /// Warp w's rounds all in a row, in warp order `first, first + step, ...`.
@@ -452,6 +468,43 @@ void test_schedule_orders() {
          "random order: warps interleave between collectives, differently per seed");
   expect(relaunch_differs >= 4, "random order: the next launch of a seed interleaves differently");
   expect(warp_order("random") == warp_order("random:1"), "random is random:1");
+  // Lanes: the greedy order resumes them in scan order; the random one in a random order.
+  std::vector<int> greedy_lanes(1, 31);
+  for (int l = 0; l < 31; ++l) greedy_lanes.push_back(l);
+  int shuffled = 0;
+  for (int seed = 1; seed <= 4; ++seed) {
+    const std::string order = "random:" + std::to_string(seed);
+    std::vector<int> lanes = logged_order(lane_order_kernel, 1, 32, 32, order.c_str());
+    shuffled += lanes != greedy_lanes ? 1 : 0;
+    std::sort(lanes.begin(), lanes.end());
+    for (int l = 0; l < 32; ++l) shuffled -= lanes.size() == 32 && lanes[l] == l ? 0 : 100;
+  }
+  expect(logged_order(lane_order_kernel, 1, 32, 32, "") == greedy_lanes && shuffled == 4,
+         "random order: lanes of a warp resume in a random order");
+  // Blocks: each draws its own stream (two blocks of one launch interleave differently).
+  int blocks_differ = 0;
+  const int per_block = kOrderWarps * kOrderRounds;
+  for (int seed = 1; seed <= 8; ++seed) {
+    const std::string order = "random:" + std::to_string(seed);
+    const std::vector<int> two =
+        logged_order(order_kernel, 2, 32 * kOrderWarps, 2 * per_block, order.c_str());
+    blocks_differ +=
+        two.size() == static_cast<std::size_t>(2 * per_block) &&
+                !std::equal(two.begin(), two.begin() + per_block, two.begin() + per_block)
+            ? 1
+            : 0;
+  }
+  expect(blocks_differ >= 4, "random order: the blocks of a launch interleave differently");
+  // The fault checks hold in the random order too.
+  setenv("LONGATTN_EMU_SCHEDULE", "random:3", 1);
+  std::fprintf(stderr, "(the two emulator diagnostics below are expected)\n");
+  launch_kernel(divergent_kernel, dim3(1), dim3(32), 0, nullptr, AttnParams{});
+  const bool divergent_fails = cudaGetLastError() == cudaErrorLaunchFailure;
+  launch_kernel(lanes_exit_kernel, dim3(2), dim3(64), 0, nullptr, AttnParams{});
+  const bool deadlock_fails = cudaGetLastError() == cudaErrorLaunchFailure;
+  unsetenv("LONGATTN_EMU_SCHEDULE");
+  expect(divergent_fails && deadlock_fails,
+         "random order: a divergent warp collective and a deadlocked warp fail");
   std::fprintf(stderr, "(the two emulator diagnostics below are expected)\n");
   expect(warp_order("random:x").empty() && warp_order("sideways").empty(),
          "an unknown LONGATTN_EMU_SCHEDULE fails the launch");
