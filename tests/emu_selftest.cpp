@@ -471,15 +471,19 @@ void test_schedule_orders() {
   // Lanes: the greedy order resumes them in scan order; the random one in a random order.
   std::vector<int> greedy_lanes(1, 31);
   for (int l = 0; l < 31; ++l) greedy_lanes.push_back(l);
-  int shuffled = 0;
+  int shuffled = 0;      // seeds whose lane order differs from the greedy one
+  int permutations = 0;  // seeds whose log holds every lane once
   for (int seed = 1; seed <= 4; ++seed) {
     const std::string order = "random:" + std::to_string(seed);
-    std::vector<int> lanes = logged_order(lane_order_kernel, 1, 32, 32, order.c_str());
+    const std::vector<int> lanes = logged_order(lane_order_kernel, 1, 32, 32, order.c_str());
     shuffled += lanes != greedy_lanes ? 1 : 0;
-    std::sort(lanes.begin(), lanes.end());
-    for (int l = 0; l < 32; ++l) shuffled -= lanes.size() == 32 && lanes[l] == l ? 0 : 100;
+    permutations += lanes.size() == greedy_lanes.size() &&
+                            std::is_permutation(lanes.begin(), lanes.end(), greedy_lanes.begin())
+                        ? 1
+                        : 0;
   }
-  expect(logged_order(lane_order_kernel, 1, 32, 32, "") == greedy_lanes && shuffled == 4,
+  expect(logged_order(lane_order_kernel, 1, 32, 32, "") == greedy_lanes && shuffled == 4 &&
+             permutations == 4,
          "random order: lanes of a warp resume in a random order");
   // Blocks: each draws its own stream (two blocks of one launch interleave differently).
   int blocks_differ = 0;
