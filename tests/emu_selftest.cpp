@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // Self-test of the CUDA emulator (src/cuda/emu), built only with LONGATTN_CUDA_EMULATOR: the
 // fragment layouts of ldmatrix + mma and of wgmma (SW128 descriptors, both majors, A from
-// registers) against a scalar product, shuffles, __syncthreads_or,
-// cp.async poisoning, the thread orders of LONGATTN_EMU_SCHEDULE, and that a divergent warp, a
-// deadlock, and too much dynamic shared memory fail the launch. Exit status 0 when every check
-// holds.
+// registers) against a scalar product, shuffles, __syncthreads_or, cp.async poisoning, bulk
+// reductions (cp.reduce.async.bulk), the thread orders of LONGATTN_EMU_SCHEDULE, and that a
+// divergent warp, a deadlock, and too much dynamic shared memory fail the launch. Exit status 0
+// when every check holds.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -380,6 +380,54 @@ void test_async_proxy() {
          "wgmma issued before the barrier that publishes its operands fails");
 }
 
+// ---- cp.reduce.async.bulk: 128 threads stage 4 floats each, thread 0 adds the 2 KB to p.out ----
+// p.group picks a fault: 0 none, 1 no fence.proxy.async before the barrier, 2 the staging written
+// again before the wait, 3 no wait before the return, 4 a size not a multiple of 16 bytes.
+constexpr int kBulkThreads = 128;
+void bulk_reduce_kernel(const AttnParams p) {
+  LONGATTN_DYNAMIC_SHARED(unsigned char, smem_raw);
+  auto* stage = reinterpret_cast<float*>(smem_raw + (16U - smem_addr(smem_raw) % 16U) % 16U);
+  const int t = static_cast<int>(threadIdx.x);
+  for (int e = 0; e < 4; ++e) stage[4 * t + e] = static_cast<float>(4 * t + e);
+  if (p.group != 1) fence_proxy_async();
+  __syncthreads();
+  if (t == 0) {
+    bulk_reduce_add_f32(static_cast<float*>(p.out), smem_addr(stage),
+                        p.group == 4 ? 2040U : 16U * kBulkThreads);
+    bulk_commit();
+  }
+  if (p.group == 2) {
+    __syncthreads();
+    stage[4 * t] = -1.0F;
+    __syncthreads();
+  }
+  if (t == 0 && p.group != 3) bulk_wait_read<0>();
+}
+
+void test_bulk_reduce() {
+  const int smem = 16 * kBulkThreads + 16;
+  std::vector<float> out(4 * kBulkThreads, 0.5F);
+  AttnParams p{};
+  p.out = out.data();
+  p.group = 0;
+  launch_kernel(bulk_reduce_kernel, dim3(2), dim3(kBulkThreads), smem, nullptr, p);
+  bool sums = cudaGetLastError() == cudaSuccess;
+  for (int i = 0; i < 4 * kBulkThreads; ++i) sums &= out[i] == 0.5F + 2.0F * static_cast<float>(i);
+  expect(sums, "cp.reduce.async.bulk adds the staged floats of each block into global memory");
+  std::fprintf(stderr, "(the four emulator diagnostics below are expected)\n");
+  const char* faults[] = {
+      "cp.reduce.async.bulk of stores no fence.proxy.async published fails",
+      "cp.reduce.async.bulk whose source is written before the wait fails",
+      "a thread returning with a cp.reduce.async.bulk not waited for fails",
+      "cp.reduce.async.bulk of a size not a multiple of 16 bytes fails",
+  };
+  for (int g = 1; g <= 4; ++g) {
+    p.group = g;
+    launch_kernel(bulk_reduce_kernel, dim3(1), dim3(kBulkThreads), smem, nullptr, p);
+    expect(cudaGetLastError() == cudaErrorLaunchFailure, faults[g - 1]);
+  }
+}
+
 // ---- thread orders: which warp runs when, between warp collectives ----
 constexpr int kOrderWarps = 4;
 constexpr int kOrderRounds = 6;
@@ -545,6 +593,7 @@ int main() {
   test_named_barriers();
   test_schedule_orders();
   test_async_proxy();
+  test_bulk_reduce();
   test_faults();
   std::printf("%s\n", failures == 0 ? "emulator self-test: all ok" : "emulator self-test: FAILED");
   return failures == 0 ? 0 : 1;

@@ -92,6 +92,37 @@ __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
+
+/// Bulk asynchronous reduction (cp.reduce.async.bulk, sm_90): adds `bytes` bytes of fp32 at
+/// shared address `src` into global `dst` element by element (both 16-byte aligned, `bytes` a
+/// positive multiple of 16), as one operation of this thread's open bulk async-group. One
+/// instruction instead of a red.global per element pair; the L2 does the adds. The async proxy
+/// reads the source: every thread that wrote it runs fence_proxy_async before the barrier that
+/// precedes the issue, and nobody writes it again before a bulk_wait_read covering it.
+__device__ __forceinline__ void bulk_reduce_add_f32(float* dst, SmemAddr src, std::uint32_t bytes) {
+#ifndef LONGATTN_WGMMA_UNAVAILABLE
+  asm volatile(
+      "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst),
+      "r"(src), "r"(bytes)
+      : "memory");
+#endif
+}
+/// Closes this thread's open bulk async-group.
+__device__ __forceinline__ void bulk_commit() {
+#ifndef LONGATTN_WGMMA_UNAVAILABLE
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+#endif
+}
+/// Waits until the sources of all but the newest N committed bulk async-groups of this thread
+/// have been read (their shared memory may be written again; the global adds may still run).
+/// Every group is waited for before the thread exits (the block's shared memory must outlive
+/// the reads).
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+#ifndef LONGATTN_WGMMA_UNAVAILABLE
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+#endif
+}
 /// Keeps the compiler from moving accesses of accumulator registers across a wgmma issue or
 /// wait (it does not know that mma_async writes them later).
 template <int NB>

@@ -109,6 +109,15 @@ void wgmma_wait_groups(int keep_pending);
 void fence_proxy_async();
 std::uint16_t async_proxy_load_b16(std::uintptr_t address, const char* what);
 
+/// Bulk reduction emulation (cp.reduce.async.bulk .add.f32, cuda/emu/wgmma_emu.hpp): at the
+/// issue the source must be published to the async proxy (as for wgmma) and is captured; the
+/// adds into global memory run at the bulk_wait_groups that covers the op's group, which fails
+/// the launch if the source changed in between (written again before the wait). A thread that
+/// returns with bulk ops not waited for (or not committed) fails the launch.
+void bulk_reduce_queue(float* dst, std::uintptr_t src, std::size_t bytes);
+void bulk_commit_group();
+void bulk_wait_groups(int keep_pending);
+
 /// Counts the bytes of a global atomic (the instruction mix of LONGATTN_EMU_STATS).
 void count_atomic(std::size_t bytes);
 

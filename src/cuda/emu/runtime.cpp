@@ -50,6 +50,13 @@ struct LandedCopy {
   std::size_t bytes;
 };
 
+/// A cp.reduce.async.bulk .add.f32 in flight: its source as it was at the issue.
+struct BulkReduce {
+  float* dst;
+  std::size_t offset;  // of the source, from the start of the block's shared memory
+  std::vector<unsigned char> source;
+};
+
 enum class State : std::uint8_t { kReady, kWaitWarp, kWaitBlock, kWaitNamed, kDone };
 
 /// One named barrier of a block (bar.sync / bar.arrive id, count).
@@ -195,6 +202,8 @@ struct Fiber {
   std::deque<std::vector<Copy>> groups;
   std::vector<WgmmaOp> wgmma_open;
   std::deque<std::vector<WgmmaOp>> wgmma_groups;
+  std::vector<BulkReduce> bulk_open;
+  std::deque<std::vector<BulkReduce>> bulk_groups;
   /// Shared-memory offsets of the 16-byte cp.async copies this thread landed since its last
   /// fence.proxy.async: the async proxy does not see them yet.
   std::vector<LandedCopy> unfenced_copies;
@@ -285,6 +294,11 @@ void yield_to_scheduler() { switch_context(current().context, g_launch->schedule
   if (!current().wgmma_open.empty() || !current().wgmma_groups.empty()) {
     fault("wgmma", "the thread returned with wgmma.mma_async not waited for");
   }
+  if (!current().bulk_open.empty() || !current().bulk_groups.empty()) {
+    fault("cp.reduce.async.bulk",
+          "the thread returned with bulk async-groups not committed or not waited for (the "
+          "block's shared memory must outlive their reads)");
+  }
   current().state = State::kDone;
   switch_context(current().context, g_launch->scheduler, true);  // never resumed
   std::abort();
@@ -372,6 +386,8 @@ bool run_block(Launch& launch) {
     f.groups.clear();
     f.wgmma_open.clear();
     f.wgmma_groups.clear();
+    f.bulk_open.clear();
+    f.bulk_groups.clear();
     f.unfenced_copies.clear();
     make_context(f.context, f.stack, kStackBytes, run_fiber);
   }
@@ -680,6 +696,43 @@ void fence_proxy_async() {
   current().unfenced_copies.clear();
   g_launch->proxy_fenced = true;
   g_launch->proxy_used = true;
+}
+
+void bulk_reduce_queue(float* dst, std::uintptr_t src, std::size_t bytes) {
+  const std::size_t offset = src - reinterpret_cast<std::uintptr_t>(g_launch->smem.data());
+  const unsigned char* now = g_launch->smem.data() + offset;
+  if (std::memcmp(now, g_launch->async_view.data() + offset, bytes) != 0) {
+    fault("cp.reduce.async.bulk",
+          "reads shared memory the async proxy may not see: written without a "
+          "fence.proxy.async before the barrier that precedes the issue");
+  }
+  count_atomic(bytes);
+  current().bulk_open.push_back({dst, offset, std::vector<unsigned char>(now, now + bytes)});
+}
+
+void bulk_commit_group() {
+  Fiber& f = current();
+  f.bulk_groups.push_back(std::move(f.bulk_open));
+  f.bulk_open.clear();
+}
+
+void bulk_wait_groups(int keep_pending) {
+  Fiber& f = current();
+  while (static_cast<int>(f.bulk_groups.size()) > keep_pending) {
+    for (const BulkReduce& op : f.bulk_groups.front()) {
+      if (std::memcmp(g_launch->smem.data() + op.offset, op.source.data(), op.source.size()) != 0) {
+        fault("cp.reduce.async.bulk",
+              "its source was written again before the cp.async.bulk.wait_group.read that "
+              "covers it");
+      }
+      for (std::size_t i = 0; i < op.source.size() / sizeof(float); ++i) {
+        float value = 0.0F;
+        std::memcpy(&value, op.source.data() + i * sizeof(float), sizeof value);
+        op.dst[i] += value;
+      }
+    }
+    f.bulk_groups.pop_front();
+  }
 }
 
 std::uint16_t async_proxy_load_b16(std::uintptr_t address, const char* what) {

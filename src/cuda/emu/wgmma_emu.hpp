@@ -37,6 +37,21 @@ template <int NB>
 void wgmma_fence_operand(float (&)[NB][4]) {}
 template <int KS>
 void wgmma_fence_operand(std::uint32_t (&)[KS][4]) {}
+inline void bulk_reduce_add_f32(float* dst, SmemAddr src, std::uint32_t bytes) {
+  if (bytes == 0 || bytes % 16 != 0) {
+    ::longattn::emu::fault("cp.reduce.async.bulk", "size is not a positive multiple of 16 bytes");
+  }
+  ::longattn::emu::check_shared_range(src, bytes, 16, "cp.reduce.async.bulk source");
+  if (reinterpret_cast<std::uintptr_t>(dst) % 16 != 0) {
+    ::longattn::emu::fault("cp.reduce.async.bulk", "global destination is not 16-byte aligned");
+  }
+  ::longattn::emu::bulk_reduce_queue(dst, src, bytes);
+}
+inline void bulk_commit() { ::longattn::emu::bulk_commit_group(); }
+template <int N>
+void bulk_wait_read() {
+  ::longattn::emu::bulk_wait_groups(N);
+}
 inline void wgmma_commit() { ::longattn::emu::wgmma_commit_group(); }
 template <int N>
 void wgmma_wait() {

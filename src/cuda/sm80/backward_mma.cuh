@@ -557,11 +557,19 @@ __global__ void __launch_bounds__(BackwardMmaTraits<D>::kThreads)
   });
 }
 
-/// Fast mode: dQ = the fp32 accumulator in the input type, one warp per packed row. kCopy
-/// tells apart the instantiation of the sm_90a-only objects (the Hopper backward) from the
-/// multi-architecture one: one kernel in objects of different architectures would be
-/// registered twice, and the runtime could pick the copy that has no code for the GPU.
-template <class T, int D, int kCopy = 0>
+/// Where column c of packed row r sits in the Hopper backward's dQ accumulator: the row's
+/// 32-byte units (8 floats) permuted, unit u at u ^ (r % 4), so that the kernel's staging stores
+/// (4 consecutive rows per half-warp) hit distinct banks while each tile stays one contiguous
+/// block for its bulk add (sm90/backward_wgmma.cuh).
+__host__ __device__ __forceinline__ int dq_swizzled_column(std::int64_t r, int c) {
+  return (((c >> 3) ^ static_cast<int>(r & 3)) << 3) | (c & 7);
+}
+
+/// Fast mode: dQ = the fp32 accumulator in the input type, one warp per packed row;
+/// kRowSwizzled: the Hopper backward's layout (dq_swizzled_column). That instantiation lives in
+/// the sm_90a-only objects; a kernel in objects of two architectures would be registered twice,
+/// and the runtime could pick the copy that has no code for the GPU.
+template <class T, int D, bool kRowSwizzled = false>
 __global__ void __launch_bounds__(32 * kRowWarps) dq_accum_convert_kernel(const AttnParams p) {
   if (exact_path_taken(p)) return;
   const int lane = threadIdx.x % 32;
@@ -570,7 +578,8 @@ __global__ void __launch_bounds__(32 * kRowWarps) dq_accum_convert_kernel(const 
     const float* acc = p.dq_accum + r * D;
 #pragma unroll
     for (int c = 2 * lane; c < D; c += 64) {
-      *reinterpret_cast<std::uint32_t*>(dq + c) = pack_pair<T>(acc[c], acc[c + 1]);
+      const int at = kRowSwizzled ? dq_swizzled_column(r, c) : c;  // c, c + 1 share a unit
+      *reinterpret_cast<std::uint32_t*>(dq + c) = pack_pair<T>(acc[at], acc[at + 1]);
     }
   });
 }

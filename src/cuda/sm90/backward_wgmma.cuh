@@ -14,15 +14,19 @@
 //   dQ (+)= dS K                 dS^T goes to shared memory ([key][query]), then wgmma m64n64k16
 //                                with both operands MN-major: at D = 128 warpgroup g takes
 //                                columns 64 g .. 64 g + 63 over all 128 keys, at D = 64 all
-//                                columns over its own 64 keys; added to p.dq_accum with atomics.
+//                                columns over its own 64 keys; staged in shared memory in the
+//                                accumulator's layout and added to p.dq_accum by one bulk
+//                                reduction per tile and partial (cp.reduce.async.bulk, thread
+//                                0), as FA3 does, rather than 16 red.global.add.v2 per thread.
 // Per tile: the dV / dK products run while dS^T is stored (two buffers), the next tile's copies
 // (Q, dO and its row constants, all cp.async) are issued and the dQ product is issued; the dQ
-// product runs on into the next tile, under whose S^T / dP^T it retires before its atomics (no
-// wait at the end of a tile, where the tensor cores would idle). Two block barriers per tile
-// (operands landed; dS^T complete); between them warpgroup 1 issues its S^T / dP^T after
-// warpgroup 0 (a named barrier), so that one warpgroup's elementwise work runs under the other's
-// products. No producer warps or TMA yet. The deterministic mode, and Inf/NaN inputs, run
-// elsewhere (the sm80 dQ pass; the generic kernels).
+// product runs on into the next tile, under whose S^T / dP^T it retires before it is staged (no
+// wait at the end of a tile, where the tensor cores would idle); its bulk add is issued after
+// that tile's second barrier and has read the staging before the next tile's first. Two block
+// barriers per tile (operands landed; dS^T and the owed dQ staged); between them warpgroup 1
+// issues its S^T / dP^T after warpgroup 0 (a named barrier), so that one warpgroup's elementwise
+// work runs under the other's products. No producer warps or TMA loads yet. The deterministic
+// mode, and Inf/NaN inputs, run elsewhere (the sm80 dQ pass; the generic kernels).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -46,12 +50,19 @@ struct BackwardWgmmaTraits {
   static constexpr std::uint32_t kQBytes = 2U * kBlockM * D;         // one Q or dO buffer
   static constexpr std::uint32_t kDsBytes = 2U * kBlockN * kBlockM;  // one dS^T [key][query]
   static constexpr std::uint32_t kRowBytes = sizeof(float) * 2 * kBlockM;  // lse2 | rowdot
-  // Two dS^T buffers: tile i's dQ product still reads one while tile i + 1 stores the other.
-  // + 1024: the panels start 1024-byte aligned (the swizzle atom) wherever the window begins.
-  static constexpr std::size_t kSmemBytes =
-      2 * kKVBytes + 4 * kQBytes + 2 * kDsBytes + 2 * kRowBytes + 1024;
   // dQ = dS K per warpgroup: 64 columns (one panel) over kDqKeys keys.
   static constexpr int kDqKeys = D == 128 ? kBlockN : 64;
+  // dQ staging for the bulk adds: BM rows of D floats laid out as in p.dq_accum (the units of
+  // each row permuted, dq_swizzled_column), one buffer per partial sum (D = 128: the two
+  // warpgroups' column halves share one; D = 64: each warpgroup's keys give a full-width one).
+  static constexpr int kDqBuffers = D == 128 ? 1 : 2;
+  static constexpr std::uint32_t kDqRowBytes = sizeof(float) * D;
+  static constexpr std::uint32_t kDqBytes = kDqBuffers * kBlockM * kDqRowBytes;
+  // Two dS^T buffers: tile i's dQ product still reads one while tile i + 1 stores the other.
+  // + 1024: the panels start 1024-byte aligned (the swizzle atom) wherever the window begins.
+  // D = 128: 194 KB of the 227 an sm_90 block may have.
+  static constexpr std::size_t kSmemBytes =
+      2 * kKVBytes + 4 * kQBytes + 2 * kDsBytes + 2 * kRowBytes + kDqBytes + 1024;
   static_assert(D == 64 || D == 128, "SW128 panels of 64 columns; wgmma N = D <= 256");
 };
 
@@ -98,7 +109,8 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
   unsigned char* qs = vs + Tr::kKVBytes;       // [2] Q buffers
   unsigned char* dos = qs + 2 * Tr::kQBytes;   // [2] dO buffers
   unsigned char* dss = dos + 2 * Tr::kQBytes;  // [2] dS^T: BN rows (keys) of 64 queries, one panel
-  auto* rows = reinterpret_cast<float*>(dss + 2 * Tr::kDsBytes);  // [2][lse2 BM | rowdot BM]
+  auto* rows = reinterpret_cast<float*>(dss + 2 * Tr::kDsBytes);         // [2][lse2 BM | rowdot BM]
+  unsigned char* dq_stage = dss + 2 * Tr::kDsBytes + 2 * Tr::kRowBytes;  // [kDqBuffers][BM rows]
   const int warp = threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   const int group = lane >> 2;
@@ -120,6 +132,9 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
   const std::uint32_t dq_key_bytes = Tr::kDqKeys == BN ? 0U : own_rows;
   const std::uint32_t dq_panel = D == 128 ? static_cast<std::uint32_t>(warpgroup) * BN * 128U : 0U;
   const int dq_col0 = D == 128 ? warpgroup * 64 : 0;
+  // This warpgroup's staging buffer (thread 0 issues the bulk adds of all of them).
+  unsigned char* dq_stage_own =
+      dq_stage + (Tr::kDqBuffers == 1 ? 0 : warpgroup) * BM * Tr::kDqRowBytes;
   const WgmmaDesc ds_desc = wgmma_desc(smem_addr(dss + dq_key_bytes), BN * 128, 1024);
   const WgmmaDesc kq_desc = wgmma_desc(smem_addr(ks + dq_key_bytes + dq_panel), BN * 128, 1024);
   constexpr std::uint32_t kQStep = Tr::kQBytes >> 4;    // the second Q / dO buffer
@@ -147,31 +162,43 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       for (int e = 0; e < 4; ++e) dk[db][e] = dv[db][e] = 0.0F;
     }
     const int h_end = (w.kvh + 1) * p.group;
-    // The dQ product of tile i is added to the accumulator in tile i + 1, once it has retired
-    // under tile i + 1's S^T / dP^T (no wait for it at the end of tile i, where the tensor cores
-    // would idle until the next tile's products). Its rows: dq_dst (row qrow of the tile, this
-    // thread's columns) and the next 8 rows, dq_rows valid from qrow (none before the first).
+    // The dQ product of tile i is staged in tile i + 1, once it has retired under tile i + 1's
+    // S^T / dP^T (no wait for it at the end of tile i, where the tensor cores would idle until
+    // the next tile's products), and added to the accumulator after tile i + 1's second barrier.
+    // Owed: dq_row0 (the tile's first packed row), dq_rows valid rows (0: none owed).
+    // This thread's fragment: rows qrow and qrow + 8, columns dq_col0 + 8 nb + 2 tq, + 1.
     const int qrow = (warp % 4) * 16 + group;
     float dq[8][4];
 #pragma unroll
     for (int nb = 0; nb < 8; ++nb) dq[nb][0] = dq[nb][1] = dq[nb][2] = dq[nb][3] = 0.0F;
-    float* dq_dst = p.dq_accum;
+    std::int64_t dq_row0 = 0;
     int dq_rows = 0;
-    auto add_owed_dq = [&] {
+    // After the staging's previous reads completed (bulk_wait_read<0> before a barrier). Rows
+    // qrow and qrow + 8 have the same unit permutation (dq_swizzled_column).
+    auto stage_owed_dq = [&] {
+      const std::int64_t row = dq_row0 + qrow;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        if (r * 8 >= dq_rows) continue;
+        unsigned char* dst = dq_stage_own + (qrow + r * 8) * Tr::kDqRowBytes;
 #pragma unroll
         for (int nb = 0; nb < 8; ++nb) {
-          float* dst = dq_dst + r * 8 * D + nb * 8;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-          atomicAdd(reinterpret_cast<float2*>(dst), make_float2(dq[nb][2 * r], dq[nb][2 * r + 1]));
-#else
-          atomicAdd(dst, dq[nb][2 * r]);
-          atomicAdd(dst + 1, dq[nb][2 * r + 1]);
-#endif
+          const int col = dq_swizzled_column(row, dq_col0 + nb * 8 + tq * 2);
+          *reinterpret_cast<float2*>(dst + sizeof(float) * col) =
+              make_float2(dq[nb][2 * r], dq[nb][2 * r + 1]);
         }
       }
+    };
+    // After fence_proxy_async and a barrier that follow every thread's staging: the valid rows
+    // are one contiguous block of p.dq_accum, in the staging's layout.
+    auto issue_owed_dq = [&] {
+      if (threadIdx.x != 0) return;
+#pragma unroll
+      for (int b = 0; b < Tr::kDqBuffers; ++b) {
+        bulk_reduce_add_f32(p.dq_accum + dq_row0 * D,
+                            smem_addr(dq_stage + b * BM * Tr::kDqRowBytes),
+                            static_cast<std::uint32_t>(dq_rows) * Tr::kDqRowBytes);
+      }
+      bulk_commit();
     };
     auto issue_q = [&](const ColumnTile& t, int buf) {
       const std::int64_t ebase = schedule_of(p, w.b, t.h).base;
@@ -196,8 +223,10 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       const int buf = i & 1;
       cp_async_wait<0>();   // this tile (and, at i = 0, K/V): this thread's copies have landed
       fence_proxy_async();  // ... and are visible to wgmma after the barrier
+      bulk_wait_read<0>();  // tile i - 2's dQ adds have read the staging
       // Every thread is past tile i - 1, whose dV / dK products have retired: its Q / dO buffers
       // may be refilled. (Its dQ product may still run: it reads K and the other dS^T buffer.)
+      // The dQ staging may be written again.
       __syncthreads();
       const std::uint32_t qstep = buf * kQStep;
 
@@ -237,7 +266,7 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       wgmma_fence_operand(st);
       wgmma_fence_operand(dpt);
       wgmma_fence_operand(dq);
-      add_owed_dq();
+      if (dq_rows > 0) stage_owed_dq();
 
       // ---- P^T and dS^T in place (the sm80 code) ----
       key_tile_gradients<BM, BN>(p, bits_index, words, lse2, rowdot, key0, tq, jn, qn, st, dpt);
@@ -286,11 +315,12 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       if (next.h < h_end) issue_q(next, buf ^ 1);
 
       fence_proxy_async();
-      __syncthreads();  // the whole dS^T tile is in shared memory
+      __syncthreads();  // the whole dS^T tile and the previous tile's dQ are in shared memory
+      if (dq_rows > 0) issue_owed_dq();
 
       // ---- dQ = dS K over this warpgroup's columns and keys; added in the next tile ----
       wgmma_fence_operand(dq);
-      wgmma_fence();  // dq was read by the atomics
+      wgmma_fence();  // dq was read by the staging stores
 #pragma unroll
       for (int kk = 0; kk < Tr::kDqKeys / 16; ++kk) {
         wgmma_ss_tt<T, 64>(dq, ds_desc + buf * kDsStep + kk * kKStep, kq_desc + kk * kKStep,
@@ -301,17 +331,25 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       wgmma_wait<1>();  // dV / dK have retired (Q / dO may be refilled); dQ may run on
       wgmma_fence_operand(dk);
       wgmma_fence_operand(dv);
-      dq_dst = p.dq_accum + (rbase + q0 + qrow) * D + dq_col0 + tq * 2;
-      dq_rows = qn - qrow;
+      dq_row0 = rbase + q0;
+      dq_rows = qn;
       cur = next;
     }
     wgmma_wait<0>();  // the last tile's dQ
     wgmma_fence_operand(dq);
-    add_owed_dq();
+    if (dq_rows > 0) {  // the same in every thread: the block visited a query tile
+      bulk_wait_read<0>();
+      __syncthreads();  // the previous tile's adds have read the staging
+      stage_owed_dq();
+      fence_proxy_async();
+      __syncthreads();
+      issue_owed_dq();  // read by the next item's first wait, or at the end of the kernel
+    }
     cp_async_wait<0>();  // K/V alone were in flight when no query tile visits this key tile
 
     store_key_rows<T>(p, be, w.kvh, k0 + key0, jn - key0, tq, dk, dv);
   });
+  bulk_wait_read<0>();  // the last dQ adds have read the staging: the block may exit
 #endif  // LONGATTN_WGMMA_UNAVAILABLE
 }
 
@@ -337,7 +375,7 @@ cudaError_t launch_backward_wgmma(const AttnParams& p, int grid, cudaStream_t st
     return e;
   launch_kernel(backward_wgmma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
   if (p.packed_rows > 0) {
-    launch_kernel(dq_accum_convert_kernel<T, D, 1>, packed_row_blocks(p.packed_rows),
+    launch_kernel(dq_accum_convert_kernel<T, D, true>, packed_row_blocks(p.packed_rows),
                   32 * kRowWarps, 0, stream, p);
   }
   return cudaGetLastError();
