@@ -189,6 +189,8 @@ stage_core() {
     local env=()
     # shellcheck disable=SC2207
     [ "$tile" = 128h ] && env=($(hopper_env))
+    # The Hopper backward's dQ by per-thread atomics instead of bulk reductions (A/B).
+    [ "$tile" = 128h-atomic ] && env=(LONGATTN_CUDA_BACKWARD_TILE=128h LONGATTN_CUDA_HOPPER_DQ=atomic)
     if [ "$tile" = 128hk ]; then
       env=(LONGATTN_CUDA_FORWARD_TILE=128hk)
       [ "$hopper_bwd" = ok ] && env+=(LONGATTN_CUDA_BACKWARD_TILE=128h)
@@ -208,6 +210,9 @@ stage_core() {
     fi
     if [ "$tile" = default ] || { [ "$tile" = 128h ] && [ "$hopper_bwd" = ok ]; }; then
       run_bench bwd128 "$tile" --B 2 --H 16 --S 8192 --D 128 --mask full,causal --bwd
+    fi
+    if [ "$tile" = 128h ] && [ "$hopper_bwd" = ok ]; then
+      run_bench bwd128 128h-atomic --B 2 --H 16 --S 8192 --D 128 --mask full,causal --bwd
     fi
     run_bench masks "$tile" --B 1 --H 64 --Hkv 8 --S 16384 --D 128 \
       --mask full,sliding_window_causal,causal_document,sliding_window

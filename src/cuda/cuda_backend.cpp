@@ -777,6 +777,13 @@ int forced_backward_tile() {
   return forced;
 }
 
+/// LONGATTN_CUDA_HOPPER_DQ=atomic: the Hopper backward adds dQ with per-thread atomics instead
+/// of bulk reductions (an A/B switch); unset, empty or "bulk": bulk reductions.
+bool hopper_dq_atomics() {
+  static const bool atomics = env_choice("LONGATTN_CUDA_HOPPER_DQ", {"bulk", "atomic"}) == 1;
+  return atomics;
+}
+
 /// The backward kernels for p: tensor cores (64 x 64 tiles; in the fast mode 64 x 128 where that
 /// instance exists) or the generic ones.
 struct BackwardChoice {
@@ -793,6 +800,7 @@ struct BackwardChoice {
 /// key tiles (half as many work items) still fill every resident block.
 BackwardChoice choose_backward(const Problem& p, const AttnParams& a, bool fast) {
   const int forced = forced_backward_tile();  // read first: a bad value is an error in every mode
+  (void)hopper_dq_atomics();                  // likewise
   BackwardChoice c;
   if (const MmaKernel* narrow = tensor_core_kernel(p, MmaKind::kBackward); narrow != nullptr) {
     c = {narrow, mma_occupancy(narrow, p.device_index), kMmaTileQ, kMmaTileK, fast};
@@ -1039,6 +1047,7 @@ void backward(const Problem& p) {
   a.row_lse2 = at<float>(ws.get(), o_lse2);
   if (choice.atomic_dq) {
     a.dq_accum = at<float>(ws.get(), o_dq_accum);
+    a.hopper_dq_atomics = hopper_dq_atomics();
     check(cudaMemsetAsync(a.dq_accum, 0, accum_bytes, stream),
           "cudaMemsetAsync (backward dQ accumulator)");
   }

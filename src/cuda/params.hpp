@@ -132,6 +132,10 @@ struct AttnParams {
   /// Fast (non-deterministic) tensor-core backward: fp32 dQ accumulator [packed_rows][dim],
   /// zeroed before the launch, added to with atomics. Null = the deterministic dQ pass.
   float* dq_accum = nullptr;
+  /// Hopper backward only: add dQ with red.global.add per thread (into the same row-swizzled
+  /// accumulator layout) instead of one bulk reduction per tile; LONGATTN_CUDA_HOPPER_DQ=atomic,
+  /// an A/B switch for measuring the bulk path.
+  bool hopper_dq_atomics = false;
   /// Tensor-core backward: the prologue sets *nonfinite when Q, K, V or dO hold an Inf or NaN
   /// (it scans packed_kv_rows K/V rows besides the query rows). The tensor-core kernels then
   /// return at once and the generic kernels, which skip zero-probability pairs element by

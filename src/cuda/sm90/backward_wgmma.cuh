@@ -90,7 +90,9 @@ __device__ __forceinline__ ColumnTile next_column_tile(const AttnParams& p, int 
   return first_column_tile(p, b, kt, t.h + 1, h_end);
 }
 
-template <class T, int D>
+/// kBulkDq false: dQ added with red.global.add.v2 per thread (the A/B switch
+/// p.hopper_dq_atomics; same accumulator layout, the staging buffer unused).
+template <class T, int D, bool kBulkDq>
 __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
     backward_wgmma_kernel(const AttnParams p) {
 #ifdef LONGATTN_WGMMA_UNAVAILABLE
@@ -179,19 +181,30 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
       const std::int64_t row = dq_row0 + qrow;
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        unsigned char* dst = dq_stage_own + (qrow + r * 8) * Tr::kDqRowBytes;
+        if (!kBulkDq && qrow + r * 8 >= dq_rows) continue;
 #pragma unroll
         for (int nb = 0; nb < 8; ++nb) {
           const int col = dq_swizzled_column(row, dq_col0 + nb * 8 + tq * 2);
-          *reinterpret_cast<float2*>(dst + sizeof(float) * col) =
-              make_float2(dq[nb][2 * r], dq[nb][2 * r + 1]);
+          const float2 value = make_float2(dq[nb][2 * r], dq[nb][2 * r + 1]);
+          if constexpr (kBulkDq) {
+            unsigned char* dst = dq_stage_own + (qrow + r * 8) * Tr::kDqRowBytes;
+            *reinterpret_cast<float2*>(dst + sizeof(float) * col) = value;
+          } else {
+            float* dst = p.dq_accum + (row + r * 8) * D + col;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            atomicAdd(reinterpret_cast<float2*>(dst), value);
+#else
+            atomicAdd(dst, value.x);
+            atomicAdd(dst + 1, value.y);
+#endif
+          }
         }
       }
     };
     // After fence_proxy_async and a barrier that follow every thread's staging: the valid rows
     // are one contiguous block of p.dq_accum, in the staging's layout.
     auto issue_owed_dq = [&] {
-      if (threadIdx.x != 0) return;
+      if (!kBulkDq || threadIdx.x != 0) return;
 #pragma unroll
       for (int b = 0; b < Tr::kDqBuffers; ++b) {
         bulk_reduce_add_f32(p.dq_accum + dq_row0 * D,
@@ -337,7 +350,8 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
     }
     wgmma_wait<0>();  // the last tile's dQ
     wgmma_fence_operand(dq);
-    if (dq_rows > 0) {  // the same in every thread: the block visited a query tile
+    if (!kBulkDq && dq_rows > 0) stage_owed_dq();  // the atomics
+    if (kBulkDq && dq_rows > 0) {  // the same in every thread: the block visited a query tile
       bulk_wait_read<0>();
       __syncthreads();  // the previous tile's adds have read the staging
       stage_owed_dq();
@@ -358,7 +372,7 @@ template <int ELEM, int D>
 int backward_wgmma_occupancy() {
   using T = std::conditional_t<ELEM == static_cast<int>(ElemType::kBF16), __nv_bfloat16, __half>;
   using Tr = BackwardWgmmaTraits<D>;
-  return resident_blocks(backward_wgmma_kernel<T, D>, Tr::kThreads, Tr::kSmemBytes);
+  return resident_blocks(backward_wgmma_kernel<T, D, true>, Tr::kThreads, Tr::kSmemBytes);
 }
 
 /// The fast mode only (p.dq_accum set and zeroed): dK/dV with atomic dQ, then the dQ
@@ -370,10 +384,10 @@ cudaError_t launch_backward_wgmma(const AttnParams& p, int grid, cudaStream_t st
   if (p.sched.tile_k != Tr::kBlockN || p.sched.tile_q != Tr::kBlockM || p.dq_accum == nullptr) {
     return cudaErrorInvalidValue;
   }
-  if (cudaError_t e = allow_dynamic_smem(backward_wgmma_kernel<T, D>, Tr::kSmemBytes);
-      e != cudaSuccess)
-    return e;
-  launch_kernel(backward_wgmma_kernel<T, D>, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
+  auto* kernel =
+      p.hopper_dq_atomics ? backward_wgmma_kernel<T, D, false> : backward_wgmma_kernel<T, D, true>;
+  if (cudaError_t e = allow_dynamic_smem(kernel, Tr::kSmemBytes); e != cudaSuccess) return e;
+  launch_kernel(kernel, grid, Tr::kThreads, Tr::kSmemBytes, stream, p);
   if (p.packed_rows > 0) {
     launch_kernel(dq_accum_convert_kernel<T, D, true>, packed_row_blocks(p.packed_rows),
                   32 * kRowWarps, 0, stream, p);
