@@ -25,9 +25,10 @@ for tu in fwdh_bf16_d128 fwdh_fp16_d64 fwdhk_bf16_d128 fwdhk_fp16_d64 bwdh_bf16_
     grep "serialized" <<<"$log"
     status=1
   else
-    # The wgmma kernel's line (the TU also holds other kernels).
-    regs=$(awk '/Compiling entry function .*wgmma_kernel/ { k = 1 } k && /Used [0-9]+ registers/ {
-      match($0, /Used [0-9]+ registers/); print substr($0, RSTART, RLENGTH); exit }' <<<"$log")
+    # The wgmma kernels' lines (the TU also holds other kernels; bwdh has two variants).
+    regs=$(awk '/Compiling entry function/ { k = /wgmma_kernel/ } k && /Used [0-9]+ registers/ {
+      match($0, /Used [0-9]+ registers/); out = out sep substr($0, RSTART, RLENGTH); sep = " / "; k = 0 }
+      END { print out }' <<<"$log")
     echo "check_wgmma_pipelining: $tu: $regs, wgmma not serialized"
   fi
 done
