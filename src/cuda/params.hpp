@@ -130,7 +130,8 @@ struct AttnParams {
   float* row_dot = nullptr;   // D_i = dO_i . O_i
   float* row_lse2 = nullptr;  // lse in log2 units; +inf for a row that saw nothing
   /// Fast (non-deterministic) tensor-core backward: fp32 dQ accumulator [packed_rows][dim],
-  /// zeroed before the launch, added to with atomics. Null = the deterministic dQ pass.
+  /// zeroed before the launch, added to with atomics (the Hopper backward: bulk reductions, and
+  /// each row's 32-byte units permuted, dq_swizzled_column). Null = the deterministic dQ pass.
   float* dq_accum = nullptr;
   /// Hopper backward only: add dQ with red.global.add per thread (into the same row-swizzled
   /// accumulator layout) instead of one bulk reduction per tile; LONGATTN_CUDA_HOPPER_DQ=atomic,

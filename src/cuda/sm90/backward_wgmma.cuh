@@ -350,14 +350,17 @@ __global__ void __launch_bounds__(BackwardWgmmaTraits<D>::kThreads, 1)
     }
     wgmma_wait<0>();  // the last tile's dQ
     wgmma_fence_operand(dq);
-    if (!kBulkDq && dq_rows > 0) stage_owed_dq();  // the atomics
-    if (kBulkDq && dq_rows > 0) {  // the same in every thread: the block visited a query tile
-      bulk_wait_read<0>();
-      __syncthreads();  // the previous tile's adds have read the staging
-      stage_owed_dq();
-      fence_proxy_async();
-      __syncthreads();
-      issue_owed_dq();  // read by the next item's first wait, or at the end of the kernel
+    if (dq_rows > 0) {  // the same in every thread: the block visited a query tile
+      if constexpr (kBulkDq) {
+        bulk_wait_read<0>();
+        __syncthreads();  // the previous tile's adds have read the staging
+        stage_owed_dq();
+        fence_proxy_async();
+        __syncthreads();
+        issue_owed_dq();  // read by the next item's first wait, or at the end of the kernel
+      } else {
+        stage_owed_dq();  // the atomics
+      }
     }
     cp_async_wait<0>();  // K/V alone were in flight when no query tile visits this key tile
 
